@@ -1,0 +1,33 @@
+# Every target sets itself up on a fresh machine: a venv in .venv with the package and its extras.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint format bench-throttle bench-cache load clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test,load,speed,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the sample e-commerce API on http://127.0.0.1:8000 (real redis-server if present, else an embedded one).
+demo: $(STAMP)
+	$(BIN)/python sample_api/run_demo.py
+
+## Lint, then the whole test suite (fakeredis, a real redis-server and a real 3-master cluster).
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,72 @@
+"""Every Redis key the toolkit writes is built here, and nowhere else.
+
+Keys start with ``KEY_PREFIX + ":"``. Parts that come from users (IPs, query
+strings, paths, identifiers) are hashed, so a key's length is bounded and no
+input can forge another key's shape, glob characters or Redis Cluster hash tag.
+Keys that one Lua script touches together share a ``{hash tag}`` so they live in
+one cluster slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from drf_redis_toolkit.conf import toolkit_settings
+
+_SAFE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_GLOB_RE = re.compile(r"([*?\[\]\\])")
+
+
+def prefix() -> str:
+    return toolkit_settings.KEY_PREFIX
+
+
+def digest(value: str | bytes, size: int = 16) -> str:
+    """Return a hex BLAKE2b digest of ``value`` (``2 * size`` characters)."""
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    return hashlib.blake2b(data, digest_size=size).hexdigest()
+
+
+def safe_part(value: str) -> str:
+    """Return ``value`` itself when it is short and plain, else its digest.
+
+    Keeps developer-chosen names (scopes, namespaces) readable in ``redis-cli``
+    while anything odd (braces, globs, colons, unicode, length) is hashed.
+    """
+    return value if _SAFE_RE.match(value) else "h" + digest(value, 8)
+
+
+def client_key(key: str) -> str:
+    """The stored name of a ``redis_client`` key: the prefix, then the key verbatim."""
+    return f"{prefix()}:{key}"
+
+
+def strip_prefix(stored: str | bytes) -> str:
+    text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else stored
+    head = prefix() + ":"
+    return text[len(head) :] if text.startswith(head) else text
+
+
+def escape_glob(value: str) -> str:
+    """Escape ``*?[]\\`` so ``value`` matches only itself inside a SCAN pattern."""
+    return _GLOB_RE.sub(r"\\\1", value)
+
+
+def throttle_key(kind: str, scope: str, ident: str) -> str:
+    """The key holding one client's history for one throttle scope.
+
+    ``kind`` tells the log (``"sw"``) from the counter (``"swc"``) variant. The
+    whole scope+ident sits in the hash tag, so every key of one client and scope
+    shares a cluster slot.
+    """
+    return f"{prefix()}:{kind}:{{{safe_part(scope)}:{digest(ident)}}}"
+
+
+def popular_products_key(day: int) -> str:
+    """One day's product-view sorted set; all days share the ``{pv}`` hash tag."""
+    return f"{prefix()}:popular:{{pv}}:{day}"
+
+
+def popular_products_scratch_key(token: str) -> str:
+    return f"{prefix()}:popular:{{pv}}:tmp:{token}"

@@ -1,0 +1,28 @@
+"""Lua scripts shipped as package files, loaded once and called by SHA.
+
+``Script`` objects come from redis-py: the SHA is computed locally, ``EVALSHA``
+is sent, and a ``NOSCRIPT`` answer (a restarted or new server) reloads the
+script transparently. Each script file opens with a comment listing its
+``KEYS``, ``ARGV`` and return value.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+from redis.commands.core import Script
+
+
+@cache
+def get_script(name: str) -> Script:
+    """Return the ``Script`` for ``drf_redis_toolkit/lua/<name>.lua``."""
+    source = files("drf_redis_toolkit").joinpath("lua", f"{name}.lua").read_bytes()
+    # Passing bytes lets redis-py hash it without a registered client; the
+    # caller supplies ``client=`` on every call.
+    return Script(None, source)  # type: ignore[arg-type]
+
+
+def run_script(name: str, client: Any, keys: list[Any], args: list[Any]) -> Any:
+    return get_script(name)(keys=keys, args=args, client=client)

@@ -1,0 +1,116 @@
+"""Run the sample API for trying things out: pick a Redis, migrate, seed once, serve.
+
+Redis, in order of preference:
+
+1. ``REDIS_URL`` from the environment, if it answers;
+2. a real ``redis-server``: the one on 127.0.0.1:6379 if it answers, else one
+   started here (and stopped on exit, by PID);
+3. an embedded fakeredis server (Lua included) in this process, with a loud
+   warning: it is for trying the API out, not for measuring or production.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+PORT = int(os.environ.get("PORT", "8000"))
+SEED_STAMP = HERE / ".seeded"
+WARNING = """
+======================================================================
+ WARNING: no redis-server found. Using an EMBEDDED fakeredis server.
+ It is for trying the sample API out only: single process, in memory,
+ not fast, not durable. Install Redis (apt-get install redis-server)
+ or set REDIS_URL for anything else.
+======================================================================
+"""
+
+
+def answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def choose_redis(cleanups: list) -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        if answers(url):
+            print(f"demo: using REDIS_URL={url}")
+            return url
+        print(f"demo: REDIS_URL={url} does not answer; looking for another Redis", file=sys.stderr)
+    if shutil.which("redis-server"):
+        default = "redis://127.0.0.1:6379/0"
+        if answers(default):
+            print(f"demo: using the redis-server already running at {default}")
+            return default
+        from tests.servers import start_redis
+
+        server = start_redis()
+        cleanups.append(server.stop)
+        print(f"demo: started redis-server (pid {server.pid}) at {server.url}")
+        return server.url
+    print(WARNING, file=sys.stderr)
+    from fakeredis import TcpFakeServer
+
+    from tests.servers import free_port
+
+    port = free_port()
+    embedded = TcpFakeServer((HOST, port), server_type="redis")
+    thread = threading.Thread(target=embedded.serve_forever, daemon=True)
+    thread.start()
+    cleanups.append(embedded.shutdown)
+    return f"redis://{HOST}:{port}/0"
+
+
+def manage(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, str(HERE / "manage.py"), *args], check=True, env=env)
+
+
+def has_command(name: str, env: dict[str, str]) -> bool:
+    listing = subprocess.run(
+        [sys.executable, str(HERE / "manage.py"), "help", "--commands"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return name in listing
+
+
+def main() -> int:
+    cleanups: list = []
+    try:
+        env = {**os.environ, "REDIS_URL": choose_redis(cleanups)}
+        manage("migrate", "--noinput", "-v", "0", env=env)
+        if not SEED_STAMP.exists() and has_command("seed_demo", env):
+            manage("seed_demo", "--products", "1000", "--users", "20", env=env)
+            SEED_STAMP.write_text("seeded\n")
+        print(f"demo: serving the sample API on http://{HOST}:{PORT}/api/ (Ctrl-C stops)")
+        manage("runserver", f"{HOST}:{PORT}", "--noreload", env=env)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for cleanup in reversed(cleanups):
+            cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

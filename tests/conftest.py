@@ -1,0 +1,141 @@
+"""Fixtures: the three Redis backends (fakeredis, a real redis-server, a real 3-master cluster).
+
+Tests that take the ``backend`` fixture run once per backend; the test ids say
+which (``[fake]``, ``[real]``, ``[cluster]``), and the summary at the end counts
+them. Without ``redis-server`` the real ones skip on a laptop, but with
+``DRT_REQUIRE_REDIS=1`` (set by ``.ci/run``) a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from tests import servers
+
+REQUIRE_REDIS = os.environ.get("DRT_REQUIRE_REDIS") == "1"
+BACKENDS = ["fake", "real", "cluster"]
+_outcomes: Counter[tuple[str, str]] = Counter()
+
+
+def _unavailable(why: str) -> None:
+    if REQUIRE_REDIS:
+        pytest.fail(f"{why} (DRT_REQUIRE_REDIS=1 forbids skipping)")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.RedisProcess]:
+    """A real standalone ``redis-server`` for the whole session."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    server = servers.start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[servers.RedisCluster]:
+    """A real 3-master Redis Cluster for the whole session."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    cluster = servers.start_cluster(masters=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Backend:
+    """What a test needs to know about the Redis it runs against."""
+
+    name: str
+    settings: dict[str, Any]
+    raw: Any  # a redis-py client that bypasses the toolkit (for assertions)
+    server: Any = None  # RedisProcess / RedisCluster for real backends
+
+    @property
+    def is_real(self) -> bool:
+        return self.name != "fake"
+
+
+def toolkit_settings_for(name: str, request: pytest.FixtureRequest, **extra: Any) -> Backend:
+    import redis
+    from redis.cluster import RedisCluster
+
+    if name == "fake":
+        servers.FAKE_SERVER.connected = True
+        raw = servers.fake_redis()
+        raw.flushall()
+        return Backend(name, {"CONNECTION_FACTORY": "tests.servers.fake_redis", **extra}, raw)
+    if name == "real":
+        server = request.getfixturevalue("redis_server")
+        raw = redis.Redis.from_url(server.url)
+        raw.flushall()
+        return Backend(name, {"REDIS_URL": server.url, **extra}, raw, server)
+    if name == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        raw = RedisCluster.from_url(cluster.url)
+        return Backend(name, {"REDIS_URL": cluster.url, "CLUSTER": True, **extra}, raw, cluster)
+    raise ValueError(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Run the test on each backend, with the toolkit pointed at it and the data flushed."""
+    chosen = toolkit_settings_for(request.param, request)
+    with override_settings(DRF_REDIS_TOOLKIT=chosen.settings):
+        yield chosen
+    chosen.raw.close()
+
+
+@pytest.fixture
+def real_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Only the real standalone server (for TTL, timing and outage behaviour)."""
+    chosen = toolkit_settings_for("real", request)
+    with override_settings(DRF_REDIS_TOOLKIT=chosen.settings):
+        yield chosen
+    chosen.raw.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake_redis() -> Iterator[None]:
+    """Every test starts with an empty fakeredis and a closed circuit breaker."""
+    from drf_redis_toolkit.connection import reset_connection
+
+    servers.FAKE_SERVER.connected = True
+    servers.fake_redis().flushall()
+    reset_connection()
+    yield
+    reset_connection()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    nodeid = report.nodeid
+    for name in BACKENDS:
+        if f"[{name}" in nodeid or f"-{name}]" in nodeid or f"-{name}-" in nodeid:
+            _outcomes[(name, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _outcomes:
+        return
+    terminalreporter.section("tests per Redis backend")
+    for name in BACKENDS:
+        counts = {o: _outcomes[(name, o)] for o in ("passed", "failed", "skipped")}
+        terminalreporter.write_line(
+            f"{name:8s} passed={counts['passed']} failed={counts['failed']} "
+            f"skipped={counts['skipped']}"
+        )

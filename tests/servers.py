@@ -1,0 +1,227 @@
+"""Start and stop real ``redis-server`` processes (standalone and a 3-master cluster) on loopback.
+
+Used by the test fixtures, the demo runner and the load tests. Every process is
+started on a free port, in a temporary directory, with persistence off, and
+stopped by PID. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import fakeredis
+import redis
+
+#: The one in-process fakeredis server shared by every ``fake_redis()`` client.
+FAKE_SERVER = fakeredis.FakeServer()
+
+
+def fake_redis() -> fakeredis.FakeRedis:
+    """``CONNECTION_FACTORY`` for tests: a fakeredis client (with Lua) on the shared server."""
+    return fakeredis.FakeRedis(server=FAKE_SERVER)
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """A free loopback port (and, for cluster nodes, ``port + 10000`` free too)."""
+    for _ in range(200):
+        port = random.randint(20000, 29999)
+        if _port_is_free(port) and (not cluster_bus or _port_is_free(port + 10000)):
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+@dataclass
+class RedisProcess:
+    port: int
+    directory: str
+    process: subprocess.Popen
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections hang, like a stuck Redis."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Start a new server on the same port and directory (after ``stop()``)."""
+        self.stop()
+        new = _spawn(self.port, self.directory, self.extra_args)
+        self.process = new
+
+
+def _spawn(port: int, directory: str, extra_args: list[str]) -> subprocess.Popen:
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    args = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", directory,
+        "--daemonize", "no",
+        "--loglevel", "warning",
+        "--logfile", os.path.join(directory, f"redis-{port}.log"),
+        *extra_args,
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} exited with {process.returncode}")
+            try:
+                if probe.ping():
+                    return process
+            except redis.RedisError:
+                time.sleep(0.05)
+    finally:
+        probe.close()
+    process.kill()
+    raise RuntimeError(f"redis-server on port {port} did not answer within 10 s")
+
+
+def start_redis(extra_args: list[str] | None = None, port: int | None = None) -> RedisProcess:
+    """Start one standalone ``redis-server`` on a free loopback port."""
+    directory = tempfile.mkdtemp(prefix="drt-redis-")
+    port = port or free_port()
+    args = list(extra_args or [])
+    return RedisProcess(port, directory, _spawn(port, directory, args), args)
+
+
+@dataclass
+class RedisCluster:
+    nodes: list[RedisProcess]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            client = node.client()
+            try:
+                role = client.execute_command("ROLE")[0]
+                if role in (b"master", "master"):
+                    client.flushall()
+            finally:
+                client.close()
+
+
+def start_cluster(masters: int = 3, replicas: int = 0) -> RedisCluster:
+    """Start `masters * (1 + replicas)` nodes and join them with `redis-cli --cluster create`."""
+    if shutil.which("redis-cli") is None:
+        raise RuntimeError("redis-cli is not installed")
+    nodes: list[RedisProcess] = []
+    try:
+        for _ in range(masters * (1 + replicas)):
+            port = free_port(cluster_bus=True)
+            nodes.append(
+                start_redis(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                    port=port,
+                )
+            )
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        _wait_cluster_ok(nodes)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return RedisCluster(nodes)
+
+
+def _wait_cluster_ok(nodes: list[RedisProcess], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for node in nodes:
+            client = node.client(socket_timeout=1)
+            try:
+                info = client.execute_command("CLUSTER INFO")
+            finally:
+                client.close()
+            if isinstance(info, dict):
+                states.append(info.get("cluster_state") == "ok")
+            else:
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                states.append("cluster_state:ok" in text)
+        if all(states):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")

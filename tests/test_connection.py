@@ -1,0 +1,151 @@
+"""The shared connection and circuit breaker, against real ``redis-server`` processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from django.test import override_settings
+
+from drf_redis_toolkit import connection
+from drf_redis_toolkit.client import redis_client
+from drf_redis_toolkit.connection import CircuitBreaker, get_client, guarded
+from drf_redis_toolkit.exceptions import RedisUnavailable
+from tests import servers
+
+
+@pytest.fixture
+def own_server(redis_server):
+    """A real redis-server this test may stop, freeze and restart."""
+    server = servers.start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_breaker_opens_then_lets_one_probe_through():
+    now = [100.0]
+    breaker = CircuitBreaker(5, clock=lambda: now[0])
+    assert breaker.allow()
+    assert breaker.record_failure() is True
+    assert breaker.record_failure() is False  # already open: log once per trip
+    assert not breaker.allow()
+    now[0] += 4.9
+    assert not breaker.allow()
+    now[0] += 0.2
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # everyone else keeps skipping
+    breaker.record_success()
+    assert breaker.allow() and breaker.allow()
+
+
+def test_breaker_with_zero_cooldown_never_skips():
+    breaker = CircuitBreaker(0)
+    breaker.record_failure()
+    assert breaker.allow()
+
+
+def test_connection_is_rebuilt_when_the_url_changes(redis_server, own_server):
+    with override_settings(DRF_REDIS_TOOLKIT={"REDIS_URL": redis_server.url}):
+        redis_client.set("where", "first")
+        first = get_client()
+        with override_settings(DRF_REDIS_TOOLKIT={"REDIS_URL": own_server.url}):
+            assert get_client() is not first
+            assert redis_client.get("where") is None
+            redis_client.set("where", "second")
+        assert redis_client.get("where") == "first"
+
+
+def test_ping_is_false_quickly_when_redis_is_stopped(own_server):
+    with override_settings(DRF_REDIS_TOOLKIT={"REDIS_URL": own_server.url}):
+        assert redis_client.ping() is True
+        own_server.stop()
+        started = time.monotonic()
+        assert redis_client.ping() is False
+        assert time.monotonic() - started < 0.5
+
+
+def test_a_hung_redis_costs_one_timeout_then_the_breaker_skips(own_server):
+    settings = {"REDIS_URL": own_server.url, "SOCKET_TIMEOUT": 0.2, "CIRCUIT_BREAKER_COOLDOWN": 30}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        redis_client.set("k", 1)
+        own_server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisUnavailable) as info:
+                redis_client.get("k")
+            first = time.monotonic() - started
+            assert isinstance(info.value.__cause__, Exception)
+            started = time.monotonic()
+            for _ in range(20):
+                with pytest.raises(RedisUnavailable, match="circuit breaker"):
+                    redis_client.get("k")
+            rest = time.monotonic() - started
+            assert redis_client.ping() is False
+        finally:
+            own_server.resume()
+    # One socket timeout for the first call, none for the next twenty.
+    assert 0.15 <= first < 1.0
+    assert rest < 0.1
+
+
+def test_calls_recover_after_the_cooldown(own_server):
+    settings = {"REDIS_URL": own_server.url, "CIRCUIT_BREAKER_COOLDOWN": 0.5}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        redis_client.set("k", 1)
+        own_server.stop()
+        with pytest.raises(RedisUnavailable):
+            redis_client.get("k")
+        with pytest.raises(RedisUnavailable, match="circuit breaker"):
+            redis_client.get("k")
+        own_server.restart()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                assert redis_client.get("k") is None  # a new, empty server
+                break
+            except RedisUnavailable:
+                time.sleep(0.05)
+        else:
+            pytest.fail("the client did not recover after the cool-down")
+        assert not connection.get_breaker().is_open
+
+
+def test_errors_that_are_not_about_reaching_redis_pass_through(real_backend):
+    import redis
+
+    real_backend.raw.lpush("drt:a-list", 1)
+    with pytest.raises(redis.ResponseError):
+        redis_client.get("a-list")
+    assert not connection.get_breaker().is_open
+
+
+def _child_uses_the_client(url, queue):
+    from django.test import override_settings as child_override
+
+    with child_override(DRF_REDIS_TOOLKIT={"REDIS_URL": url}):
+        redis_client.incr("forked")
+        queue.put(redis_client.get("forked"))
+
+
+def test_fork_safe(real_backend):
+    redis_client.set("forked", 0)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [
+        ctx.Process(target=_child_uses_the_client, args=(real_backend.server.url, queue))
+        for _ in range(4)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=20)
+    assert sorted(queue.get(timeout=5) for _ in children) == [1, 2, 3, 4]
+    assert redis_client.get("forked") == 4
+
+
+def test_guarded_yields_the_shared_client(real_backend):
+    with guarded() as first, guarded() as second:
+        assert first is second

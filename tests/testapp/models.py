@@ -1,0 +1,1 @@
+"""Models the tests use for caching and invalidation."""
