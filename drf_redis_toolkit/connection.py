@@ -159,6 +159,13 @@ def get_client() -> Any:
         return _state.client
 
 
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (multi-key calls must stay in one slot)."""
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 def get_breaker() -> CircuitBreaker:
     get_client()
     return _state.breaker

@@ -70,3 +70,13 @@ def popular_products_key(day: int) -> str:
 
 def popular_products_scratch_key(token: str) -> str:
     return f"{prefix()}:popular:{{pv}}:tmp:{token}"
+
+
+def namespace_tag(namespace: str) -> str:
+    """The hash tag shared by a namespace's generation key and its entries."""
+    return "{" + safe_part(namespace) + "}"
+
+
+def generation_key(namespace: str) -> str:
+    """The key holding a namespace's generation counter."""
+    return f"{prefix()}:gen:{namespace_tag(namespace)}"
