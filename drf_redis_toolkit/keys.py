@@ -80,3 +80,25 @@ def namespace_tag(namespace: str) -> str:
 def generation_key(namespace: str) -> str:
     """The key holding a namespace's generation counter."""
     return f"{prefix()}:gen:{namespace_tag(namespace)}"
+
+
+def cache_entry_key(namespace: str, material: str) -> str:
+    """The key of one cached response: its namespace's tag, then a digest of ``material``.
+
+    ``material`` is everything that tells this response apart inside its
+    namespace (path, query, format, language, user...); it is user-supplied, so
+    only its digest goes into the key. Sharing the generation key's hash tag lets
+    one Lua script read the generation and the entry in one cluster slot.
+    """
+    return f"{prefix()}:c:{namespace_tag(namespace)}:{digest(material)}"
+
+
+def cache_lock_key(entry_key: str) -> str:
+    """The single-flight lock of one cached response (same slot as the entry)."""
+    head = f"{prefix()}:c:"
+    return f"{prefix()}:cl:{entry_key[len(head) :]}"
+
+
+def cache_stats_key() -> str:
+    """The hash of per-namespace hit/miss counters (fields ``h:<ns>`` and ``m:<ns>``)."""
+    return f"{prefix()}:cstats"
