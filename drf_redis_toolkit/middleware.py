@@ -1,0 +1,154 @@
+"""Rate-limit headers for throttled views, and rate limits for requests outside DRF.
+
+``RateLimitHeadersMiddleware`` writes the headers from the decisions the
+toolkit's throttles left on the request. ``RateLimitMiddleware`` applies
+``RATELIMIT_RULES`` (e.g. ``POST /admin/login/`` at ``5/min`` per IP) with the
+same engine before the view runs, and answers 429 itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework.throttling import BaseThrottle
+
+from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit.conf import toolkit_settings
+from drf_redis_toolkit.exceptions import RedisUnavailable
+from drf_redis_toolkit.throttling import ThrottlingUnavailable, request_state
+
+
+def _seconds(value: float) -> int:
+    """Whole seconds for a header, rounded up so clients never come back too early."""
+    return max(math.ceil(value - 1e-9), 0)
+
+
+def _policy_name(decision: ratelimit.Decision, state: ratelimit.LimitState) -> str:
+    return f"{decision.scope}-{state.window}s"
+
+
+def apply_rate_limit_headers(response: HttpResponse, decisions: list[ratelimit.Decision]) -> None:
+    """Write the ``RATELIMIT_HEADERS`` style headers for the most restrictive limit.
+
+    On a refused request that is the blocking limit with the longest wait, and
+    ``Retry-After`` is never earlier than the ``RateLimit`` header's ``t``.
+    """
+    if not decisions:
+        return
+    style = toolkit_settings.RATELIMIT_HEADERS
+    pairs = [(d, d.most_restrictive()) for d in decisions if d.limits]
+    if not pairs:
+        return
+    blocking = [(d, s) for d, s in pairs if s.retry_after > 0]
+    if blocking:
+        decision, chosen = max(blocking, key=lambda pair: pair[1].retry_after)
+        reset = max(chosen.reset, chosen.retry_after)
+    else:
+        decision, chosen = min(pairs, key=lambda pair: (pair[1].remaining, -pair[1].reset))
+        reset = chosen.reset
+    if style in ("legacy", "both"):
+        response["X-RateLimit-Limit"] = str(chosen.limit)
+        response["X-RateLimit-Remaining"] = str(chosen.remaining)
+        response["X-RateLimit-Reset"] = str(_seconds(reset))
+    if style in ("ietf", "both"):
+        response["RateLimit-Policy"] = ", ".join(
+            f'"{_policy_name(d, s)}";q={s.limit};w={s.window}' for d in decisions for s in d.limits
+        )
+        response["RateLimit"] = (
+            f'"{_policy_name(decision, chosen)}";r={chosen.remaining};t={_seconds(reset)}'
+        )
+    if response.status_code == 429:
+        wait = max((d.retry_after for d in decisions), default=0.0)
+        current = response.get("Retry-After")
+        seconds = max(_seconds(wait), 1)
+        if current is None or not current.isdigit() or int(current) < seconds:
+            response["Retry-After"] = str(seconds)
+
+
+class RateLimitHeadersMiddleware:
+    """Add ``X-RateLimit-*`` and/or ``RateLimit-Policy``/``RateLimit`` to throttled responses.
+
+    Also takes back what the toolkit's throttles recorded when the request was
+    refused by some other throttle (a 429 the toolkit did not decide), so a
+    refused request never counts.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        state = request_state(request)
+        if state.decisions:
+            if response.status_code == 429:
+                state.refuse()
+            apply_rate_limit_headers(response, state.decisions)
+        elif response.status_code == 429 and "Retry-After" not in response:
+            response["Retry-After"] = "1"
+        return response
+
+
+class _Ident(BaseThrottle):
+    """DRF's client identification (``get_ident`` honours ``NUM_PROXIES``)."""
+
+
+class RateLimitMiddleware:
+    """Apply ``RATELIMIT_RULES`` to every request, DRF view or not, answering 429 itself.
+
+    A rule: ``{"path": regex, "methods": [...], "rate": "5/min", "key": "ip"|"user"}``;
+    ``path`` is searched in ``request.path_info``. Rules are read at call time.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self._ident = _Ident()
+
+    def _identity(self, request: HttpRequest, rule: dict[str, Any]) -> str:
+        if rule["key"] == "user":
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                return f"user:{user.pk}"
+        return f"ip:{self._ident.get_ident(request)}"
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rules = toolkit_settings.RATELIMIT_RULES
+        decisions: list[ratelimit.Decision] = []
+        refused = False
+        for rule in rules:
+            if rule["methods"] is not None and request.method not in rule["methods"]:
+                continue
+            if not rule["path"].search(request.path_info):
+                continue
+            try:
+                decision = ratelimit.decide(
+                    ratelimit.LOG,
+                    rule["scope"],
+                    self._identity(request, rule),
+                    rule["limits"],
+                    record=not refused,
+                )
+            except RedisUnavailable:
+                if toolkit_settings.FAIL_OPEN:
+                    continue
+                exc = ThrottlingUnavailable()
+                return JsonResponse({"detail": str(exc.detail)}, status=exc.status_code)
+            decisions.append(decision)
+            if not decision.allowed and not refused:
+                refused = True
+                try:
+                    ratelimit.undo(decisions)
+                except RedisUnavailable:
+                    pass
+        if refused:
+            wait = max(d.retry_after for d in decisions)
+            response: HttpResponse = JsonResponse(
+                {"detail": f"Request was throttled. Expected available in {_seconds(wait)} s."},
+                status=429,
+            )
+        else:
+            response = self.get_response(request)
+        apply_rate_limit_headers(response, decisions)
+        return response
