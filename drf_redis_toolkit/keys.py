@@ -82,6 +82,11 @@ def generation_key(namespace: str) -> str:
     return f"{prefix()}:gen:{namespace_tag(namespace)}"
 
 
+def generation_pattern() -> str:
+    """A SCAN pattern matching every namespace generation key (to forget them all)."""
+    return f"{escape_glob(prefix())}:gen:*"
+
+
 def cache_entry_key(namespace: str, material: str) -> str:
     """The key of one cached response: its namespace's tag, then a digest of ``material``.
 
