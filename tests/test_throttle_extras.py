@@ -1,0 +1,58 @@
+"""The throttle_status command and memory per client at the limit for both variants."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+from rest_framework.test import APIRequestFactory
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit.rates import parse_rate
+from drf_redis_toolkit.throttling import UserSlidingWindowThrottle
+
+REST = {"DEFAULT_THROTTLE_RATES": {"user": "5/min,100/day"}}
+
+
+def test_throttle_status_reports_and_resets(backend):
+    factory = APIRequestFactory()
+    with override_settings(REST_FRAMEWORK=REST):
+        for _ in range(3):
+            UserSlidingWindowThrottle().allow_request(factory.get("/", REMOTE_ADDR="9.9.9.9"), None)
+        out = StringIO()
+        call_command("throttle_status", "--scope", "user", "--ident", "ip:9.9.9.9", stdout=out)
+        text = out.getvalue()
+        assert "5/60s: used 3, remaining 2" in text
+        assert "100/86400s: used 3, remaining 97" in text
+        call_command(
+            "throttle_status", "--scope", "user", "--ident", "ip:9.9.9.9", "--reset", stdout=out
+        )
+        out = StringIO()
+        call_command("throttle_status", "--scope", "user", "--ident", "ip:9.9.9.9", stdout=out)
+        assert "used 0, remaining 5" in out.getvalue()
+
+
+def test_throttle_status_needs_a_rate(backend):
+    with pytest.raises(CommandError, match="no rate"):
+        call_command("throttle_status", "--scope", "nothing", "--ident", "ip:1.1.1.1")
+
+
+@pytest.mark.parametrize("limit", [100, 1000])
+def test_memory_per_client_at_the_limit(real_backend, limit, capsys):
+    """Report MEMORY USAGE of one client's key at the limit, for both variants."""
+    limits = parse_rate(f"{limit}/hour")
+    sizes = {}
+    for kind in (ratelimit.LOG, ratelimit.COUNTER):
+        for _ in range(limit):
+            assert ratelimit.decide(kind, "mem", "client", limits).allowed
+        assert not ratelimit.decide(kind, "mem", "client", limits).allowed
+        key = keyspace.throttle_key(kind, "mem", "client")
+        sizes[kind] = real_backend.raw.memory_usage(key, samples=0)
+    with capsys.disabled():
+        print(f"\nMEMORY USAGE at {limit}/hour: log {sizes['sw']} B, counter {sizes['swc']} B")
+    assert sizes[ratelimit.COUNTER] < 200
+    assert sizes[ratelimit.LOG] > limit * 20
