@@ -18,3 +18,9 @@ class DrfRedisToolkitConfig(AppConfig):
         # Fail at start-up, whatever the entry point (runserver, gunicorn, a
         # management command), with ImproperlyConfigured naming the bad key.
         toolkit_settings.check()
+
+        from drf_redis_toolkit import invalidation
+
+        # Connect the post_save/post_delete/m2m_changed receivers for the models
+        # named in INVALIDATION (dispatch_uid: wiring twice connects once).
+        invalidation.setup()

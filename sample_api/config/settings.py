@@ -20,6 +20,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_redis_toolkit",
+    "catalog",
+    "carts",
 ]
 
 MIDDLEWARE = [
@@ -29,6 +31,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Rate-limit headers on every throttled API response, and RATELIMIT_RULES
+    # (the admin login) for requests that never reach a DRF view.
+    "drf_redis_toolkit.middleware.RateLimitHeadersMiddleware",
+    "drf_redis_toolkit.middleware.RateLimitMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -81,10 +87,36 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 
+#: The seed guide's "Example 7: Cache Invalidation Pattern", as settings. A
+#: name under "keys" is deleted from redis_client *and* its namespace
+#: generation is bumped; one under "namespaces" is bumped. Templates read the
+#: instance's fields; when a product changes category, both categories' lists
+#: are invalidated. Runs after the commit, for saves made anywhere (API, admin,
+#: shell). Rules that need a query (cart owners) are in carts/invalidation.py.
+SHOP_INVALIDATION = {
+    "catalog.Product": {
+        "keys": ["product:{pk}", "category:{category_id}:products", "products:all"],
+    },
+    "catalog.Category": {
+        "namespaces": ["categories:all"],
+        "keys": ["category:{pk}:products"],
+    },
+    "catalog.Tag": {
+        "namespaces": ["products:all"],
+    },
+    "carts.Cart": {
+        "keys": ["cart:user:{user_id}"],
+    },
+}
+
 DRF_REDIS_TOOLKIT = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     "CLUSTER": os.environ.get("REDIS_CLUSTER") == "1",
     "KEY_PREFIX": os.environ.get("REDIS_KEY_PREFIX", "shop"),
+    "INVALIDATION": SHOP_INVALIDATION,
+    "RATELIMIT_RULES": [
+        {"path": r"^/admin/login/$", "methods": ["POST"], "rate": "5/min", "key": "ip"},
+    ],
 }
 
 REST_FRAMEWORK = {
@@ -92,4 +124,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_PAGINATION_CLASS": "catalog.pagination.ProductPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "drf_redis_toolkit.throttling.AnonSlidingWindowThrottle",
+        "drf_redis_toolkit.throttling.UserSlidingWindowThrottle",
+    ],
+    # Generous by default so the load tests measure the API, not the limits;
+    # override with SHOP_RATE_ANON / SHOP_RATE_USER / SHOP_RATE_CART_WRITE.
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("SHOP_RATE_ANON", "100/s,20000/hour"),
+        "user": os.environ.get("SHOP_RATE_USER", "200/s,50000/hour"),
+        "cart_write": os.environ.get("SHOP_RATE_CART_WRITE", "30/min"),
+    },
 }
