@@ -29,5 +29,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## Throttle benchmark against DRF's throttle and `limits` (pinned to CPU 0, then unpinned).
+bench-throttle: $(STAMP)
+	$(BIN)/python benchmarks/throttle_bench.py
+	$(BIN)/python benchmarks/throttle_bench.py --no-pin --repeats 3
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from drf_redis_toolkit.conf import toolkit_settings
 
@@ -60,7 +61,12 @@ def throttle_key(kind: str, scope: str, ident: str) -> str:
     whole scope+ident sits in the hash tag, so every key of one client and scope
     shares a cluster slot.
     """
-    return f"{prefix()}:{kind}:{{{safe_part(scope)}:{digest(ident)}}}"
+    return _throttle_key(prefix(), kind, scope, ident)
+
+
+@lru_cache(maxsize=8192)
+def _throttle_key(key_prefix: str, kind: str, scope: str, ident: str) -> str:
+    return f"{key_prefix}:{kind}:{{{safe_part(scope)}:{digest(ident)}}}"
 
 
 def popular_products_key(day: int) -> str:
