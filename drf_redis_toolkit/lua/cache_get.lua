@@ -1,0 +1,52 @@
+-- Look up a cached response under its namespace's current generation, in one round trip;
+-- on a miss, try to take the single-flight lock in the same call.
+-- KEYS[1] the namespace's generation key
+-- KEYS[2] the entry key (same hash tag, so same cluster slot)
+-- KEYS[3] the entry's lock key (same hash tag)
+-- ARGV[1] lock token (random per request)
+-- ARGV[2] lock lifetime in milliseconds
+-- ARGV[3] early-refresh factor beta * -ln(rand) (XFetch); "0" turns early refresh off
+-- Returns {gen, entry, state, pttl}
+--   gen   the namespace's generation; a missing one is created exactly as
+--         generation_read.lua does (server clock in microseconds: never reused)
+--   entry the stored value if it was stored under gen, else ""
+--   state 0 hit; 1 miss, the caller now holds the lock; 2 miss, another caller
+--         holds the lock (wait for it); 3 miss, a recent holder found the answer
+--         uncacheable (run the view, do not wait); 4 hit, but the caller won the
+--         early refresh and holds the lock (recompute now)
+--   pttl  milliseconds the entry has left (only when ARGV[3] > 0), else -1
+-- An entry is "<gen> <compute ms>\n<metadata>\n<body>"; one stored under an
+-- older generation, or unreadable, is deleted here.
+local gen = redis.call('GET', KEYS[1])
+local g
+if gen then
+  g = tonumber(gen)
+else
+  local t = redis.call('TIME')
+  g = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[1], g)
+end
+local entry = redis.call('GET', KEYS[2])
+if entry then
+  local eg, delta = string.match(entry, '^(%d+) (%d+)\n')
+  if eg and tonumber(eg) == g then
+    local factor = tonumber(ARGV[3])
+    if factor and factor > 0 then
+      local pttl = redis.call('PTTL', KEYS[2])
+      if pttl > 0 and tonumber(delta) * factor >= pttl
+          and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        return {g, entry, 4, pttl}
+      end
+      return {g, entry, 0, pttl}
+    end
+    return {g, entry, 0, -1}
+  end
+  redis.call('DEL', KEYS[2])
+end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {g, '', 1, -1}
+end
+if redis.call('GET', KEYS[3]) == '!' then
+  return {g, '', 3, -1}
+end
+return {g, '', 2, -1}

@@ -1,0 +1,186 @@
+"""Views and URLs the response-caching tests mount (``ROOT_URLCONF = "tests.caching_views"``).
+
+Each view counts how often its handler really ran in ``CALLS``, so the tests can
+tell a cache hit (the handler did not run) from a miss without timing anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from django.urls import path
+from rest_framework import permissions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.generics import ListAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from drf_redis_toolkit.caching import CacheResponseMixin, cache_response
+from tests.testapp.models import CachedWidget
+
+CALLS: Counter[str] = Counter()
+_calls_lock = threading.Lock()
+
+
+def ran(name: str) -> None:
+    with _calls_lock:
+        CALLS[name] += 1
+
+
+class WidgetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CachedWidget
+        fields = ["id", "name", "price", "owner"]
+
+
+class WidgetList(CacheResponseMixin, ListAPIView):
+    """Shared list of every widget: the namespace the writers invalidate."""
+
+    serializer_class = WidgetSerializer
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "widgets:all"
+
+    def get_queryset(self) -> Any:
+        ran("widgets")
+        return CachedWidget.objects.all()
+
+
+class WhoAmI(CacheResponseMixin, APIView):
+    """Per-user (the default): the body names the user, so a leak would show."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request: Any) -> Response:
+        ran("whoami")
+        user = request.user
+        return Response({"user": user.username if user.is_authenticated else None})
+
+    def post(self, request: Any) -> Response:
+        ran("whoami-post")
+        return Response({"posted": True})
+
+
+class Echo(CacheResponseMixin, APIView):
+    """Shared; echoes its query string, and misbehaves on demand."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "echo"
+
+    def get(self, request: Any) -> Any:
+        ran("echo")
+        params = request.query_params
+        if "stream" in params:
+            return StreamingHttpResponse(iter([b"a", b"b"]))
+        if "boom" in params:
+            raise RuntimeError("the view failed")
+        status = int(params.get("status", 200))
+        response = Response({"query": sorted(params.lists())}, status=status)
+        if "cookie" in params:
+            response.set_cookie("flavour", "oat")
+        if "cc" in params:
+            response["Cache-Control"] = params["cc"]
+        if "vary" in params:
+            response["Vary"] = params["vary"]
+        if "big" in params:
+            response.data = {"filler": "widget " * int(params["big"])}
+        return response
+
+
+class Slow(CacheResponseMixin, APIView):
+    """Takes a while, so that concurrent cold requests overlap (no database: threads)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "slow"
+    cache_lock_timeout = 5.0
+
+    def get(self, request: Any) -> Response:
+        ran("slow")
+        time.sleep(float(request.query_params.get("sleep", "0.3")))
+        return Response({"computed": "once", "padding": "x" * 3000})
+
+
+class ImpatientSlow(Slow):
+    cache_namespace = "impatient"
+    cache_lock_timeout = 1.0
+
+
+class Refreshing(CacheResponseMixin, APIView):
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "refreshing"
+    cache_early_refresh = True
+    cache_timeout = 60
+
+    def get(self, request: Any) -> Response:
+        ran("refreshing")
+        return Response({"n": CALLS["refreshing"]})
+
+
+class IsOwner(permissions.BasePermission):
+    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
+        return obj.owner_id == request.user.id
+
+
+class OwnedWidgets(CacheResponseMixin, viewsets.ReadOnlyModelViewSet):
+    """Per-user detail behind an object permission: a hit must re-check it."""
+
+    serializer_class = WidgetSerializer
+    permission_classes = [permissions.IsAuthenticated & IsOwner]
+    queryset = CachedWidget.objects.all()
+
+    def get_cache_namespace(self, request: Any) -> str:
+        pk = self.kwargs.get("pk")
+        return f"widget:{pk}" if pk is not None else "widgets:all"
+
+    def retrieve(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        ran("owned-retrieve")
+        return super().retrieve(request, *args, **kwargs)
+
+    @action(detail=False)
+    @cache_response(per_user=False, namespace="widgets:all", timeout=30)
+    def count(self, request: Any) -> Response:
+        ran("owned-count")
+        return Response({"count": CachedWidget.objects.count()})
+
+
+class PlainObjectCheck(CacheResponseMixin, APIView):
+    """A plain APIView with object permissions: the toolkit cannot replay them."""
+
+    permission_classes = [IsOwner]
+
+    def get(self, request: Any) -> Response:
+        ran("plain-object")
+        return Response({"ok": True})
+
+
+class Decorated(APIView):
+    """No mixin: the decorator alone, with a namespace from the URL."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @cache_response(per_user=False, namespace=lambda view, request: f"deco:{view.kwargs['slot']}")
+    def get(self, request: Any, slot: str) -> Response:
+        ran("decorated")
+        return Response({"slot": slot, "n": CALLS["decorated"]})
+
+
+urlpatterns = [
+    path("widgets/", WidgetList.as_view()),
+    path("whoami/", WhoAmI.as_view()),
+    path("echo/", Echo.as_view()),
+    path("slow/", Slow.as_view()),
+    path("impatient/", ImpatientSlow.as_view()),
+    path("refreshing/", Refreshing.as_view()),
+    path("owned/", OwnedWidgets.as_view({"get": "list"})),
+    path("owned/count/", OwnedWidgets.as_view({"get": "count"})),
+    path("owned/<int:pk>/", OwnedWidgets.as_view({"get": "retrieve"})),
+    path("plain-object/", PlainObjectCheck.as_view()),
+    path("deco/<str:slot>/", Decorated.as_view()),
+]
