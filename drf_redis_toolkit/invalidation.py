@@ -62,6 +62,7 @@ from drf_redis_toolkit.exceptions import RedisUnavailable
 logger = logging.getLogger("drf_redis_toolkit.invalidation")
 
 __all__ = [
+    "EMPTY",
     "InvalidatingManager",
     "InvalidatingQuerySet",
     "Names",

@@ -1,10 +1,20 @@
-"""URLs of the sample API."""
+"""URLs of the sample API (see docs/sample_api.md)."""
 
+from carts.views import CartItemViewSet, CartViewSet
+from catalog.views import CategoryViewSet, ProductViewSet
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+router = DefaultRouter()
+router.register("categories", CategoryViewSet, basename="category")
+router.register("products", ProductViewSet, basename="product")
+router.register("cart/items", CartItemViewSet, basename="cart-item")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/cart/", CartViewSet.as_view({"get": "retrieve"}), name="cart"),
+    path("api/", include(router.urls)),
 ]
