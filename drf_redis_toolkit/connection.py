@@ -14,8 +14,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -191,28 +189,37 @@ def _on_settings_change(changed: set[str]) -> None:
 toolkit_settings.on_change(_on_settings_change)
 
 
-@contextmanager
-def guarded() -> Iterator[Any]:
+class guarded:  # used like a function: ``with guarded() as client:``
     """Yield the shared client; turn connection failures into ``RedisUnavailable``.
 
     Raises ``RedisUnavailable`` at once while the breaker is open. Errors that
     are not about reaching Redis (a ``ResponseError`` for a wrong type, say)
-    pass through unchanged.
+    pass through unchanged. A class rather than ``@contextmanager``: it sits on
+    every request's hot path, and a generator costs more.
     """
-    client = get_client()
-    breaker = _state.breaker
-    if not breaker.allow():
-        raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
-    try:
-        yield client
-    except CONNECTION_ERRORS as exc:
-        if breaker.record_failure():
-            logger.warning(
-                "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",
-                type(exc).__name__,
-                exc,
-                breaker.cooldown,
-            )
-        raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
-    else:
-        breaker.record_success()
+
+    __slots__ = ("breaker",)
+
+    def __enter__(self) -> Any:
+        client = get_client()
+        self.breaker = breaker = _state.breaker
+        if breaker._tripped and not breaker.allow():
+            raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
+        return client
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        breaker = self.breaker
+        if exc_type is None:
+            if breaker._tripped:
+                breaker.record_success()
+            return False
+        if issubclass(exc_type, CONNECTION_ERRORS):
+            if breaker.record_failure():
+                logger.warning(
+                    "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",
+                    exc_type.__name__,
+                    exc,
+                    breaker.cooldown,
+                )
+            raise RedisUnavailable(f"Redis unavailable: {exc_type.__name__}: {exc}") from exc
+        return False

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.connection import guarded
 from drf_redis_toolkit.rates import Limit
-from drf_redis_toolkit.scripts import get_script
+from drf_redis_toolkit.scripts import run_script
 
 #: The two algorithms: an exact log of requests, or weighted fixed-window counters.
 LOG = "sw"
@@ -49,7 +49,7 @@ class _Tokens:
 _tokens = _Tokens()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LimitState:
     """How one limit stands after a decision."""
 
@@ -111,7 +111,7 @@ def decide(
     for limit in limits:
         args.extend((limit.limit, limit.window * 1_000_000))
     with guarded() as client:
-        raw = get_script(_SCRIPTS[kind])(keys=[key], args=args, client=client)
+        raw = run_script(_SCRIPTS[kind], client, [key], args)
     allowed = raw[0] == 1
     now_us = int(raw[1])
     states = [

@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 
 @cache
@@ -25,4 +26,10 @@ def get_script(name: str) -> Script:
 
 
 def run_script(name: str, client: Any, keys: list[Any], args: list[Any]) -> Any:
-    return get_script(name)(keys=keys, args=args, client=client)
+    """``EVALSHA`` the script on ``client``, loading it first if the server lacks it."""
+    script = get_script(name)
+    try:
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        # A restarted or new server: load it (on the node that owns the keys) and retry.
+        return script(keys=keys, args=args, client=client)

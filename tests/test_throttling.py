@@ -357,3 +357,11 @@ def test_fail_open_logs_once_per_breaker_trip(redis_server, caplog):
     finally:
         server.stop()
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+
+
+def test_scripts_are_reloaded_after_script_flush(backend):
+    """A restarted Redis has no scripts: EVALSHA's NOSCRIPT is answered by loading it again."""
+    throttle = make_throttle(SlidingWindowThrottle, "2/min")
+    assert hit(throttle)[0] is True
+    backend.raw.script_flush()
+    assert [hit(throttle)[0] for _ in range(2)] == [True, False]
