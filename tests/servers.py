@@ -225,3 +225,62 @@ def _wait_cluster_ok(nodes: list[RedisProcess], timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+
+@dataclass
+class SentinelSetup:
+    """A master, one replica and one Sentinel watching them (quorum 1)."""
+
+    master: RedisProcess
+    replica: RedisProcess
+    sentinel: RedisProcess
+    service_name: str = "drtmaster"
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", self.sentinel.port)]
+
+    def stop(self) -> None:
+        for process in (self.sentinel, self.replica, self.master):
+            process.stop()
+
+
+def start_sentinel_setup(service_name: str = "drtmaster") -> SentinelSetup:
+    """Start master + replica + Sentinel on loopback; fail-over detection in about 1 s."""
+    master = start_redis()
+    replica = start_redis(["--replicaof", "127.0.0.1", str(master.port)])
+    directory = tempfile.mkdtemp(prefix="drt-sentinel-")
+    port = free_port()
+    config = os.path.join(directory, "sentinel.conf")
+    with open(config, "w") as handle:
+        handle.write(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {directory}\n"
+            f"sentinel monitor {service_name} 127.0.0.1 {master.port} 1\n"
+            f"sentinel down-after-milliseconds {service_name} 1000\n"
+            f"sentinel failover-timeout {service_name} 3000\n"
+            f"sentinel parallel-syncs {service_name} 1\n"
+        )
+    binary = redis_server_binary()
+    assert binary is not None
+    process = subprocess.Popen(
+        [binary, config, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    sentinel = RedisProcess(port, directory, process)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+            try:
+                info = client.sentinel_master(service_name)
+                if int(info.get("num-slaves", 0)) >= 1:
+                    return SentinelSetup(master, replica, sentinel, service_name)
+            finally:
+                client.close()
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    for proc in (sentinel, replica, master):
+        proc.stop()
+    raise RuntimeError("Sentinel did not see the master and its replica within 10 s")

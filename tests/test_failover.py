@@ -1,0 +1,142 @@
+"""Fail-over: the toolkit follows a Sentinel promotion and a Redis Cluster replica take-over.
+
+Real processes on loopback: a master, a replica and a Sentinel; a 3-master cluster
+with one replica each. The master is killed with SIGKILL while the toolkit is in
+use; the test then polls (bounded) until the toolkit works again without
+rebuilding anything by hand, and checks the data that had been replicated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.test import override_settings
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit.client import redis_client
+from drf_redis_toolkit.exceptions import RedisUnavailable
+from drf_redis_toolkit.rates import parse_rate
+from tests import servers
+from tests.conftest import _unavailable
+
+pytestmark = pytest.mark.slow
+LIMITS = parse_rate("100/min")
+
+
+def _kill(process: servers.RedisProcess) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.process.wait(timeout=10)
+
+
+def _until_working(action, seconds: float = 30.0) -> tuple[object, int]:
+    """Call ``action`` until it stops raising ``RedisUnavailable``; return (result, failures)."""
+    failures = 0
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return action(), failures
+        except RedisUnavailable:
+            failures += 1
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def sentinel_setup():
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    setup = servers.start_sentinel_setup()
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+def test_sentinel_failover_is_followed(sentinel_setup):
+    settings = {
+        "SENTINELS": sentinel_setup.sentinels,
+        "SENTINEL_SERVICE_NAME": sentinel_setup.service_name,
+        "CIRCUIT_BREAKER_COOLDOWN": 0.2,
+        "SOCKET_TIMEOUT": 0.5,
+    }
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        redis_client.set("before", {"v": 1}, timeout=None)
+        for _ in range(3):
+            assert ratelimit.decide(ratelimit.LOG, "fo", "client", LIMITS).allowed
+        master = sentinel_setup.master.client()
+        assert master.wait(1, 5000) == 1  # the replica has everything so far
+        master.close()
+
+        _kill(sentinel_setup.master)
+        _, failures = _until_working(lambda: redis_client.set("after", 2), seconds=40)
+
+        assert redis_client.get("before") == {"v": 1}
+        assert redis_client.get("after") == 2
+        decision = ratelimit.decide(ratelimit.LOG, "fo", "client", LIMITS)
+        assert decision.allowed and decision.limits[0].remaining == 100 - 4
+        promoted = redis_client.client.connection_pool.get_master_address()
+        assert promoted[1] == sentinel_setup.replica.port
+    print(f"\nSentinel fail-over: {failures} calls refused while the replica was promoted")
+
+
+@pytest.fixture
+def cluster_with_replicas():
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    cluster = servers.start_cluster(masters=3, replicas=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _role(node: servers.RedisProcess) -> str:
+    client = node.client(socket_timeout=1)
+    try:
+        role = client.execute_command("ROLE")[0]
+    finally:
+        client.close()
+    return role.decode() if isinstance(role, bytes) else role
+
+
+def test_cluster_failover_is_followed_without_a_restart(cluster_with_replicas):
+    cluster = cluster_with_replicas
+    settings = {
+        "REDIS_URL": cluster.url,
+        "CLUSTER": True,
+        "CIRCUIT_BREAKER_COOLDOWN": 0.2,
+        "SOCKET_TIMEOUT": 0.5,
+    }
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        redis_client.set_many({f"item:{i}": i for i in range(60)}, timeout=None)
+        for i in range(20):
+            assert ratelimit.decide(ratelimit.LOG, "fo", f"client{i}", LIMITS).allowed
+        raw = redis_client.client
+        # Kill the master that owns client0's throttle key (and, if it is, the startup node).
+        key = keyspace.throttle_key(ratelimit.LOG, "fo", "client0")
+        owner = raw.get_node_from_key(key)
+        victim = next(n for n in cluster.nodes if n.port == owner.port)
+        assert _role(victim) == "master"
+        for node in cluster.nodes:
+            if _role(node) == "master":
+                client = node.client(socket_timeout=2)
+                client.execute_command("WAIT", 1, 5000)
+                client.close()
+
+        _kill(victim)
+        decision, failures = _until_working(
+            lambda: ratelimit.decide(ratelimit.LOG, "fo", "client0", LIMITS), seconds=40
+        )
+
+        assert decision.allowed
+        assert decision.limits[0].remaining == 100 - 2  # the replica had the first request
+        assert redis_client.get_many([f"item:{i}" for i in range(60)]) == {
+            f"item:{i}": i for i in range(60)
+        }
+        assert redis_client.clear_pattern("item:*") == 60
+    print(f"\nCluster fail-over: {failures} calls refused while the replica took over")
