@@ -19,6 +19,9 @@ from django.test import override_settings
 
 from tests import servers
 
+# The sample API's fixtures (shop, real_shop, catalog), shared by its test modules.
+pytest_plugins = ["tests.sample_fixtures"]
+
 REQUIRE_REDIS = os.environ.get("DRT_REQUIRE_REDIS") == "1"
 BACKENDS = ["fake", "real", "cluster"]
 _outcomes: Counter[tuple[str, str]] = Counter()

@@ -1,0 +1,102 @@
+"""Fixtures for tests of the sample API and of invalidation (imported by those test modules).
+
+``shop`` points the toolkit at the test's Redis with the sample API's own
+settings (``INVALIDATION``, ``KEY_PREFIX``, URLs, middleware, DRF settings), and
+``catalog`` creates a small catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from config import settings as sample_settings
+
+from drf_redis_toolkit import invalidation
+from drf_redis_toolkit.generations import read_generations
+
+#: Rates no test reaches unless it means to.
+GENEROUS_RATES = {"anon": "100000/s", "user": "100000/s", "cart_write": "100000/s"}
+
+
+@pytest.fixture
+def shop(settings: Any, backend: Any) -> Any:
+    """The sample API's settings on the test's Redis backend; returns the backend."""
+    apply_shop_settings(settings, backend)
+    return backend
+
+
+@pytest.fixture
+def real_shop(settings: Any, real_backend: Any) -> Any:
+    """``shop`` on the real redis-server only."""
+    apply_shop_settings(settings, real_backend)
+    return real_backend
+
+
+def apply_shop_settings(settings: Any, backend: Any, **rates: str) -> None:
+    settings.ROOT_URLCONF = "config.urls"
+    settings.MIDDLEWARE = sample_settings.MIDDLEWARE
+    settings.REST_FRAMEWORK = {
+        **sample_settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**GENEROUS_RATES, **rates},
+    }
+    settings.DRF_REDIS_TOOLKIT = {
+        **backend.settings,
+        "KEY_PREFIX": "shop",
+        "INVALIDATION": sample_settings.SHOP_INVALIDATION,
+    }
+    invalidation._pending.clear()
+
+
+@dataclass
+class Catalog:
+    categories: list[Any]
+    tags: list[Any]
+    products: list[Any]
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    """Two categories of three products, two tags. Request ``shop``/``real_shop`` first."""
+    return make_catalog()
+
+
+def make_catalog(products_per_category: int = 3) -> Catalog:
+    from catalog.models import Category, Product, Tag
+
+    categories = [
+        Category.objects.create(name=name, slug=name.lower()) for name in ("Books", "Games")
+    ]
+    tags = [Tag.objects.create(name=name.title(), slug=name) for name in ("new", "sale")]
+    products = []
+    for category in categories:
+        for n in range(products_per_category):
+            products.append(
+                Product.objects.create(
+                    name=f"{category.name} {n}",
+                    slug=f"{category.slug}-{n}",
+                    price=Decimal("10.00") + n,
+                    stock=5,
+                    category=category,
+                )
+            )
+    products[0].tags.add(tags[0])
+    return Catalog(categories, tags, products)
+
+
+class Generations:
+    """Watch namespace generations: which of the names were bumped since the snapshot."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = list(dict.fromkeys(names))
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        self.before = read_generations(*self.names)
+
+    def bumped(self) -> set[str]:
+        now = read_generations(*self.names)
+        return {name for name in self.names if now[name] != self.before[name]}
