@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from catalog.switches import ResponseCacheSwitch
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Prefetch
+from django.utils.module_loading import import_string
 from rest_framework import mixins, status, viewsets
 from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
@@ -17,7 +20,7 @@ from drf_redis_toolkit.mixins import CartCacheMixin
 from drf_redis_toolkit.throttling import ScopedSlidingWindowThrottle
 
 
-class CartViewSet(CartCacheMixin, viewsets.GenericViewSet):
+class CartViewSet(ResponseCacheSwitch, CartCacheMixin, viewsets.GenericViewSet):
     """``GET /api/cart/``: the user's cart with its items and totals (3 queries on a miss)."""
 
     permission_classes = [IsAuthenticated]
@@ -35,6 +38,7 @@ class CartViewSet(CartCacheMixin, viewsets.GenericViewSet):
 
 
 class CartItemViewSet(
+    ResponseCacheSwitch,
     CartCacheMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
@@ -63,7 +67,10 @@ class CartItemViewSet(
     def get_throttles(self) -> list[Any]:
         throttles = super().get_throttles()
         if self.request.method not in SAFE_METHODS:
-            throttles.append(ScopedSlidingWindowThrottle())
+            throttle_class = getattr(settings, "SHOP_CART_WRITE_THROTTLE", None)
+            throttles.append(
+                import_string(throttle_class)() if throttle_class else ScopedSlidingWindowThrottle()
+            )
         return throttles
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from catalog.models import Category, Product
 from catalog.serializers import CategorySerializer, ProductSerializer
+from catalog.switches import ResponseCacheSwitch
 from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.exceptions import RedisUnavailable
@@ -28,7 +29,7 @@ class IsStaffOrReadOnly(BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
 
 
-class CategoryViewSet(CacheResponseMixin, viewsets.ReadOnlyModelViewSet):
+class CategoryViewSet(ResponseCacheSwitch, CacheResponseMixin, viewsets.ReadOnlyModelViewSet):
     """``GET /api/categories/[{id}/]``: every category, cached under ``categories:all``."""
 
     queryset = Category.objects.all()
@@ -39,7 +40,7 @@ class CategoryViewSet(CacheResponseMixin, viewsets.ReadOnlyModelViewSet):
     cache_timeout = 3600
 
 
-class ProductViewSet(ProductCacheMixin, viewsets.ModelViewSet):
+class ProductViewSet(ResponseCacheSwitch, ProductCacheMixin, viewsets.ModelViewSet):
     """``GET|PATCH /api/products/[{id}/]`` (``?category=``, ``?page=``); writes are staff only.
 
     Lists are cached per category (``category:{id}:products``) or under

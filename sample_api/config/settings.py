@@ -55,11 +55,29 @@ TEMPLATES = [
 ]
 
 
+def sqlite_database(name: object) -> dict:
+    """SQLite that several gunicorn workers can share: WAL, ``BEGIN IMMEDIATE``, a busy timeout.
+
+    Without ``transaction_mode = IMMEDIATE`` two concurrent write transactions
+    both start as readers and one fails at once with "database is locked" when
+    they upgrade; WAL lets readers run while a writer commits.
+    """
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": name,
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
 def database_from_url(url: str) -> dict:
     """A ``DATABASES`` entry from ``postgres://user:pass@host:port/name`` or ``sqlite:///path``."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path[1:] or ":memory:"}
+        return sqlite_database(parsed.path[1:] or ":memory:")
     if parsed.scheme in ("postgres", "postgresql", "pgsql"):
         return {
             "ENGINE": "django.db.backends.postgresql",
@@ -76,7 +94,7 @@ DATABASES = {
     "default": (
         database_from_url(os.environ["DATABASE_URL"])
         if os.environ.get("DATABASE_URL")
-        else {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+        else sqlite_database(BASE_DIR / "db.sqlite3")
     )
 }
 
@@ -130,6 +148,10 @@ REST_FRAMEWORK = {
         "drf_redis_toolkit.throttling.AnonSlidingWindowThrottle",
         "drf_redis_toolkit.throttling.UserSlidingWindowThrottle",
     ],
+    # Behind N trusted proxies (the load tests use 1 to give each simulated client its address).
+    "NUM_PROXIES": int(os.environ["SHOP_NUM_PROXIES"])
+    if os.environ.get("SHOP_NUM_PROXIES")
+    else None,
     # Generous by default so the load tests measure the API, not the limits;
     # override with SHOP_RATE_ANON / SHOP_RATE_USER / SHOP_RATE_CART_WRITE.
     "DEFAULT_THROTTLE_RATES": {
@@ -138,3 +160,28 @@ REST_FRAMEWORK = {
         "cart_write": os.environ.get("SHOP_RATE_CART_WRITE", "30/min"),
     },
 }
+
+#: The load tests' comparison mode (``make load MODE=baseline``): ``SHOP_BASELINE=1``
+#: serves the same API without the toolkit's response cache and with DRF's own
+#: throttles (``AnonRateThrottle``, ``UserRateThrottle``, ``ScopedRateThrottle``) on
+#: django-redis. DRF reads one limit per scope: the first of each rate is kept.
+SHOP_BASELINE = os.environ.get("SHOP_BASELINE") == "1"
+SHOP_RESPONSE_CACHE = not SHOP_BASELINE
+SHOP_CART_WRITE_THROTTLE = "drf_redis_toolkit.throttling.ScopedSlidingWindowThrottle"
+if SHOP_BASELINE:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": DRF_REDIS_TOOLKIT["REDIS_URL"],
+            "KEY_PREFIX": "baseline",
+        }
+    }
+    REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ]
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+        scope: rate.split(",")[0]
+        for scope, rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items()
+    }
+    SHOP_CART_WRITE_THROTTLE = "rest_framework.throttling.ScopedRateThrottle"
