@@ -36,6 +36,7 @@ import random
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -89,12 +90,17 @@ STATS_FLUSH_INTERVAL = 5.0
 #: zlib level: 1 costs half the CPU of the default on a miss and decompresses faster,
 #: for a few percent more bytes.
 COMPRESS_LEVEL = 1
+#: Bytes of decompressed bodies each process keeps, by entry key and ETag, so that a
+#: hot entry crosses the network and zlib once per process, not once per request.
+LOCAL_BODIES_MAX_BYTES = 8 * 1024 * 1024
+#: Bodies larger than this are never kept in process.
+LOCAL_BODY_MAX_BYTES = 512 * 1024
 
 _CACHE_ERRORS: tuple[type[BaseException], ...] = (RedisUnavailable, redis.RedisError)
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
 # States returned by cache_get.lua.
-_HIT, _LOCKED, _WAIT, _PASS, _REFRESH = 0, 1, 2, 3, 4
+_HIT, _LOCKED, _WAIT, _PASS, _REFRESH, _UNCHANGED = 0, 1, 2, 3, 4, 5
 # Headers that describe one exchange, not the resource: never stored.
 _UNSTORED_HEADERS = frozenset(
     {
@@ -145,15 +151,15 @@ def default_cache_key(view: Any, request: Request) -> str:
     query = django_request.GET
     encoded = urlencode(sorted(query.lists()), doseq=True) if query else ""
     version = request.version
-    return json.dumps(
-        [
+    # repr() of a tuple of strings is unambiguous (quotes and escapes), and cheap.
+    return repr(
+        (
             django_request.scheme,
             django_request.get_host(),
             django_request.path,
             encoded,
             "" if version is None else str(version),
-        ],
-        separators=(",", ":"),
+        )
     )
 
 
@@ -175,17 +181,18 @@ def _user_identity(user: Any) -> str | None:
 def _key_material(request: Request, hook_key: str, user: str) -> str:
     """Everything that identifies one entry inside its namespace, unambiguously joined."""
     renderer = getattr(request, "accepted_renderer", None)
-    return json.dumps(
-        [
-            "GET",  # HEAD is answered from the GET entry
-            getattr(request, "accepted_media_type", "") or "",
-            getattr(renderer, "format", "") or "",
-            translation.get_language() or "",
-            user,
-            hook_key,
-        ],
-        separators=(",", ":"),
+    return _material(
+        getattr(request, "accepted_media_type", "") or "",
+        getattr(renderer, "format", "") or "",
+        translation.get_language() or "",
+        user,
+        hook_key,
     )
+
+
+def _material(media_type: str, format: str, language: str, user: str, hook_key: str) -> str:
+    # "GET": HEAD is answered from the GET entry.
+    return repr(("GET", media_type, format, language, user, hook_key))
 
 
 # -- object permissions ------------------------------------------------------------
@@ -344,10 +351,12 @@ def _redis_failed(exc: BaseException) -> None:
         )
 
 
-def _lookup(plan: _Plan, token: str, factor: float) -> tuple[int, bytes, int]:
+def _lookup(plan: _Plan, token: str, factor: float, offer: str = "") -> tuple[int, bytes, int]:
+    """One round trip: the generation, the entry (or just its head, if ``offer`` is its
+    ETag) and, on a miss, the single-flight lock."""
     with guarded() as client:
         gen, raw, state, _pttl = get_script("cache_get")(
-            keys=plan.keys, args=[token, plan.lock_ms, factor], client=client
+            keys=plan.keys, args=[token, plan.lock_ms, factor, offer], client=client
         )
     return int(gen), raw or b"", int(state)
 
@@ -382,7 +391,7 @@ def _discard(plan: _Plan) -> None:
         _redis_failed(exc)
 
 
-def _wait(plan: _Plan, token: str) -> tuple[int | None, bytes, int]:
+def _wait(plan: _Plan, token: str, offer: str) -> tuple[int | None, bytes, int]:
     """Poll while another request computes the entry; give up after the lock's lifetime.
 
     Returns what the last lookup said (a hit, the lock, a pass-through), or
@@ -400,7 +409,7 @@ def _wait(plan: _Plan, token: str) -> tuple[int | None, bytes, int]:
         time.sleep(min(delay, left))
         delay = min(delay * 2, _POLL_MAX)
         try:
-            gen, raw, state = _lookup(plan, token, 0)
+            gen, raw, state = _lookup(plan, token, 0, offer)
         except _CACHE_ERRORS as exc:
             _redis_failed(exc)
             return None, b"", _PASS
@@ -417,7 +426,10 @@ def make_etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _encode(gen: int, compute_ms: int, response: HttpResponseBase, body: bytes, etag: str) -> bytes:
+def _encode(
+    gen: int, compute_ms: int, response: HttpResponseBase, body: bytes, etag: str, hashed: bool
+) -> tuple[bytes, bytes]:
+    """Return ``(entry, metadata)``: ``"<gen> <ms> <etag>\\n<metadata>\\n<body>"``."""
     headers = {k: v for k, v in response.items() if k.lower() not in _UNSTORED_HEADERS}
     compressed = 0
     if len(body) >= toolkit_settings.CACHE_COMPRESS_MIN_BYTES:
@@ -425,28 +437,113 @@ def _encode(gen: int, compute_ms: int, response: HttpResponseBase, body: bytes, 
         if len(packed) < len(body):
             body, compressed = packed, 1
     meta = json.dumps(
-        {"s": response.status_code, "h": headers, "e": etag, "z": compressed, "n": len(body)},
+        {"s": response.status_code, "h": headers, "z": compressed, "n": len(body), "x": hashed},
         separators=(",", ":"),
     ).encode()  # ASCII-only: never contains the newline that ends it
-    return b"%d %d\n%s\n%s" % (gen, compute_ms, meta, body)
+    return b"%d %d %s\n%s\n%s" % (gen, compute_ms, etag.encode(), meta, body), meta
 
 
-def _decode(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
-    """Split an entry into metadata and (possibly compressed) body; ``None`` if corrupt."""
+class _Entry:
+    """A decoded entry: its ETag, metadata (raw and parsed) and, once known, its body."""
+
+    __slots__ = ("body", "etag", "hashed", "headers", "meta_raw", "size", "status")
+
+    def __init__(
+        self,
+        etag: str,
+        meta_raw: bytes,
+        status: int,
+        headers: dict[str, str],
+        hashed: bool,
+        body: bytes | None,
+    ) -> None:
+        self.etag, self.meta_raw, self.status, self.headers = etag, meta_raw, status, headers
+        self.hashed, self.body = hashed, body
+        self.size = len(body or b"") + len(meta_raw) + 200
+
+
+def _parse(raw: bytes, known: _Entry | None) -> tuple[_Entry, bytes, bool] | None:
+    """Split an entry; ``None`` if corrupt. Returns the entry, its stored body and its zlib flag.
+
+    When ``known`` (a body this process already holds) has the same ETag and
+    metadata, its parsed headers and body are reused: no JSON, no zlib.
+    """
     try:
-        _head, meta_raw, body = raw.split(b"\n", 2)
+        head, meta_raw, stored = raw.split(b"\n", 2)
+        etag = head.split(b" ", 2)[2].decode()
+        if known is not None and known.etag == etag and known.meta_raw == meta_raw:
+            return known, b"", False
         meta = json.loads(meta_raw)
+        status, headers, compressed = meta["s"], meta["h"], meta["z"]
         if (
-            not isinstance(meta, dict)
-            or len(body) != meta["n"]
-            or not isinstance(meta["h"], dict)
-            or not isinstance(meta["e"], str)
-            or not isinstance(meta["s"], int)
+            not isinstance(status, int)
+            or not isinstance(headers, dict)
+            or (stored and len(stored) != meta["n"])
         ):
             return None
-    except (ValueError, KeyError, TypeError):
+        return _Entry(etag, meta_raw, status, headers, meta.get("x") == 1, None), stored, compressed
+    except (ValueError, KeyError, TypeError, IndexError):
         return None
-    return meta, body
+
+
+class _LocalBodies:
+    """A small per-process LRU of decompressed bodies, keyed by entry key.
+
+    Only consulted when Redis says the entry's ETag is still the one held here
+    (``cache_get.lua`` state 5), and only for ETags that hash the bytes: so it can
+    never serve bytes Redis would not have, and invalidation stays immediate.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: str, entry: _Entry) -> None:
+        if not entry.hashed or entry.body is None or len(entry.body) > LOCAL_BODY_MAX_BYTES:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            self._entries[key] = entry
+            self._bytes += entry.size
+            while self._bytes > self.max_bytes and self._entries:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.size
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+_local_bodies = _LocalBodies(LOCAL_BODIES_MAX_BYTES)
+
+
+def _offer(request: Request, known: _Entry | None) -> str:
+    """The ETag to show ``cache_get.lua``: a body held here, else the client's."""
+    if known is not None:
+        return known.etag
+    header = request._request.META.get("HTTP_IF_NONE_MATCH")
+    if not header or "," in header:
+        return ""
+    return header.strip().removeprefix("W/")
 
 
 def _if_none_match(request: Request, etag: str) -> bool:
@@ -472,29 +569,48 @@ def _not_modified(headers: Any, etag: str, status: str) -> HttpResponseNotModifi
     return response
 
 
-def _replay(view: Any, request: Request, plan: _Plan, raw: bytes) -> HttpResponseBase | None:
-    """Answer from a stored entry; ``None`` (after deleting it) if the entry is corrupt."""
-    decoded = _decode(raw)
-    if decoded is not None:
-        meta, body = decoded
-        if plan.recheck:
-            view.get_object()  # raises PermissionDenied / NotFound like the handler would
-        etag = meta["e"]
-        headers = meta["h"]
-        if _if_none_match(request, etag):
-            return _not_modified(headers, etag, "HIT")
+_CORRUPT = object()
+
+
+def _replay(
+    view: Any, request: Request, plan: _Plan, raw: bytes, known: _Entry | None
+) -> HttpResponseBase | object | None:
+    """Answer from a stored entry.
+
+    Returns the response; ``None`` if the body is needed but Redis sent only the
+    head (the client's ETag matched the entry, but not the way a 304 needs);
+    ``_CORRUPT`` after deleting an entry that cannot be decoded.
+    """
+    parsed = _parse(raw, known)
+    if parsed is None:
+        _discard(plan)
+        return _CORRUPT
+    entry, stored, compressed = parsed
+    if plan.recheck:
+        view.get_object()  # raises PermissionDenied / NotFound like the handler would
+    if _if_none_match(request, entry.etag):
+        return _not_modified(entry.headers, entry.etag, "HIT")
+    body = entry.body
+    if body is None:
+        if not stored:
+            return None
         try:
-            if meta["z"]:
-                body = zlib.decompress(body)
-            response = HttpResponse(body, status=meta["s"], headers=headers)
-        except (zlib.error, ValueError, TypeError):
-            pass  # a bad header or body: corrupt after all
-        else:
-            response["ETag"] = etag
-            response[CACHE_STATUS_HEADER] = "HIT"
-            return response
-    _discard(plan)
-    return None
+            body = zlib.decompress(stored) if compressed else stored
+        except zlib.error:
+            _discard(plan)
+            return _CORRUPT
+        entry.body = body
+        entry.size += len(body)
+        _local_bodies.put(plan.entry_key, entry)
+    try:
+        response = HttpResponse(body, status=entry.status, headers=entry.headers)
+    except (ValueError, TypeError):  # a header Django refuses: corrupt after all
+        _local_bodies.discard(plan.entry_key)
+        _discard(plan)
+        return _CORRUPT
+    response["ETag"] = entry.etag
+    response[CACHE_STATUS_HEADER] = "HIT"
+    return response
 
 
 def _mark_per_user(response: HttpResponseBase) -> None:
@@ -544,22 +660,27 @@ def _serve(
         return handler(request, *args, **kwargs)
     token = os.urandom(8).hex()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
+    known = _local_bodies.get(plan.entry_key)
+    offer = _offer(request, known)
     gen: int | None
     try:
-        gen, raw, state = _lookup(plan, token, factor)
+        gen, raw, state = _lookup(plan, token, factor, offer)
+        if state == _WAIT:
+            gen, raw, state = _wait(plan, token, offer)
+        if state in (_HIT, _UNCHANGED):
+            response = _replay(view, request, plan, raw, known)
+            if response is None:  # only the head came back, and it is the body we need
+                gen, raw, state = _lookup(plan, token, factor, "")
+                if state == _HIT:
+                    response = _replay(view, request, plan, raw, None)
+            if isinstance(response, HttpResponseBase):
+                _counters.add(plan.namespace, hit=True)
+                return response
+            if state in (_HIT, _UNCHANGED):
+                state = _PASS  # corrupt, and deleted: compute and store without the lock
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
-        gen, raw, state = None, b"", _PASS
-    if state == _WAIT:
-        gen, raw, state = _wait(plan, token)
-    if state == _HIT:
-        response = _replay(view, request, plan, raw)
-        if response is not None:
-            _counters.add(plan.namespace, hit=True)
-            return response
-        state = _PASS  # corrupt: deleted; compute and store without the lock
-    elif state == _REFRESH and _decode(raw) is None:
-        _discard(plan)
+        gen, state = None, _PASS
     _counters.add(plan.namespace, hit=False)
     held = token if state in (_LOCKED, _REFRESH) else None
     return _compute(view, request, handler, args, kwargs, plan, gen, held)
@@ -592,12 +713,17 @@ def _compute(
             if render is not None:
                 render()
             body = response.content  # type: ignore[attr-defined]
-            etag = response.get("ETag") or make_etag(body)
-            response["ETag"] = etag
+            etag = response.get("ETag") or ""
+            hashed = not etag
+            if hashed:
+                etag = make_etag(body)
+                response["ETag"] = etag
             compute_ms = int((time.perf_counter() - started) * 1000)
-            value = _encode(cast(int, gen), compute_ms, response, body, etag)
+            value, meta = _encode(cast(int, gen), compute_ms, response, body, etag, hashed)
             _store(plan, cast(int, gen), value, token)
             token = None  # cache_set.lua released it
+            headers = json.loads(meta)["h"]
+            _local_bodies.put(plan.entry_key, _Entry(etag, meta, 200, headers, hashed, body))
     finally:
         if token is not None:
             _release(plan, token, pass_through=not cacheable)
@@ -762,11 +888,8 @@ def invalidate_key(
     user_part = "*" if user is None else _user_identity(user)
     if user_part is None:
         return False
-    with translation.override(language or translation.get_language()):
-        material = json.dumps(
-            ["GET", media_type, format, translation.get_language() or "", user_part, key],
-            separators=(",", ":"),
-        )
+    language = language or translation.get_language() or ""
+    material = _material(media_type, format, language, user_part, key)
     with guarded() as client:
         return bool(client.delete(keyspace.cache_entry_key(namespace, material)))
 
@@ -919,6 +1042,7 @@ atexit.register(_flush_at_exit)
 def _on_settings_change(changed: set[str]) -> None:
     if changed & (CONNECTION_KEYS | {"KEY_PREFIX"}):
         _counters.reset()  # the counts belong to the Redis (and prefix) they were made under
+        _local_bodies.clear()
 
 
 toolkit_settings.on_change(_on_settings_change)

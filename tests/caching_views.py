@@ -92,6 +92,20 @@ class Echo(CacheResponseMixin, APIView):
         return response
 
 
+class CategoryEcho(CacheResponseMixin, APIView):
+    """Names its entries itself, as the seed guide did by hand (``products:category:<id>``)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get_cache_key(self, request: Any) -> str:
+        category = request.query_params.get("category")
+        return f"products:category:{category}" if category else "products:all"
+
+    def get(self, request: Any) -> Response:
+        ran("category")
+        return Response({"category": request.query_params.get("category")})
+
+
 class Slow(CacheResponseMixin, APIView):
     """Takes a while, so that concurrent cold requests overlap (no database: threads)."""
 
@@ -175,6 +189,7 @@ urlpatterns = [
     path("widgets/", WidgetList.as_view()),
     path("whoami/", WhoAmI.as_view()),
     path("echo/", Echo.as_view()),
+    path("category/", CategoryEcho.as_view()),
     path("slow/", Slow.as_view()),
     path("impatient/", ImpatientSlow.as_view()),
     path("refreshing/", Refreshing.as_view()),

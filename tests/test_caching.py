@@ -346,17 +346,21 @@ def test_invalidate_view_finds_per_user_and_decorated_entries(backend, users):
 
 
 def test_invalidate_key_names_an_entry_by_its_hook_key(backend, users):
-    from tests.caching_views import WhoAmI
+    from tests.caching_views import CategoryEcho
 
     alice, _ = users
-    client_for(alice).get("/whoami/")
-    client_for().get("/whoami/")
-    key = '["http","testserver","/whoami/","",""]'
-    namespace = f"{WhoAmI.__module__}.{WhoAmI.__qualname__}"
+    for client in (client_for(alice), client_for()):
+        client.get("/category/?category=3")
+        client.get("/category/?category=4&utm=x")  # the custom key ignores utm
+    assert client_for().get("/category/?category=4")["X-Cache"] == "HIT"
+    namespace = f"{CategoryEcho.__module__}.{CategoryEcho.__qualname__}"
+    key = "products:category:3"
     assert invalidate_key(namespace, key, user=AnonymousUser()) is True
     assert invalidate_key(namespace, key, user=alice) is True
     assert invalidate_key(namespace, key, user=alice) is False
-    assert client_for(alice).get("/whoami/")["X-Cache"] == "MISS"
+    assert invalidate_key(namespace, key) is False  # no shared entry: the view is per-user
+    assert client_for(alice).get("/category/?category=3")["X-Cache"] == "MISS"
+    assert client_for(alice).get("/category/?category=4")["X-Cache"] == "HIT"
 
 
 # -- keys and storage ----------------------------------------------------------------
@@ -399,7 +403,7 @@ def test_entries_are_json_metadata_and_bytes_never_pickle(backend):
     import json
 
     meta = json.loads(meta)
-    assert meta["e"] == response["ETag"] and meta["s"] == 200
+    assert head.split(b" ", 2)[2].decode() == response["ETag"] and meta["s"] == 200
     assert zlib.decompress(body) == response.content
     assert b"\x80\x04" not in head + body[:2]  # no pickle protocol header
 
@@ -420,6 +424,25 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(backend):
         assert response.status_code == 200 and response["X-Cache"] == "MISS"
         assert response.content == good.content
         assert client.get("/echo/?c=1")["X-Cache"] == "HIT"
+
+
+def test_a_body_held_in_process_is_used_only_while_redis_has_the_same_etag(backend):
+    from drf_redis_toolkit.caching import _local_bodies
+
+    client = APIClient()
+    good = client.get("/echo/?big=300")
+    (key,) = entry_keys(backend)
+    head, meta, body = backend.raw.get(key).split(b"\n", 2)
+    # Same head and metadata, damaged body: Redis answers "unchanged" (state 5)
+    # without sending the body, and this process still holds the right bytes.
+    backend.raw.set(key, head + b"\n" + meta + b"\n" + b"\x00" * len(body), keepttl=True)
+    held = client.get("/echo/?big=300")
+    assert held["X-Cache"] == "HIT" and held.content == good.content
+    _local_bodies.clear()  # another process: it needs the body, finds it corrupt
+    fresh = client.get("/echo/?big=300")
+    assert fresh["X-Cache"] == "MISS" and fresh.content == good.content
+    invalidate_namespace("echo")  # and a held body never outlives an invalidation
+    assert client.get("/echo/?big=300")["X-Cache"] == "MISS"
 
 
 def test_a_redis_error_on_the_cache_path_is_a_miss(backend):
@@ -464,9 +487,9 @@ def test_early_refresh_recomputes_a_hot_entry_before_it_expires(backend):
     (key,) = entry_keys(backend)
     value = backend.raw.get(key)
     head, rest = value.split(b"\n", 1)
-    gen, _ = head.split(b" ")
+    gen, _, etag = head.split(b" ", 2)
     # As if computing it took far longer than the time it has left: refresh now.
-    backend.raw.set(key, gen + b" 999999999999\n" + rest, px=50_000)
+    backend.raw.set(key, gen + b" 999999999999 " + etag + b"\n" + rest, px=50_000)
     refreshed = client.get("/refreshing/")
     assert refreshed["X-Cache"] == "MISS" and refreshed.json() == {"n": 2}
     # A cheap entry far from expiry is served.

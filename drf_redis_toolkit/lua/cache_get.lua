@@ -6,16 +6,17 @@
 -- ARGV[1] lock token (random per request)
 -- ARGV[2] lock lifetime in milliseconds
 -- ARGV[3] early-refresh factor beta * -ln(rand) (XFetch); "0" turns early refresh off
+-- ARGV[4] an ETag the caller already holds the bytes of (or the client's If-None-Match); "" if none
 -- Returns {gen, entry, state, pttl}
 --   gen   the namespace's generation; a missing one is created exactly as
 --         generation_read.lua does (server clock in microseconds: never reused)
---   entry the stored value if it was stored under gen, else ""
+--   entry state 0: the whole entry; state 5: the entry without its body; else ""
 --   state 0 hit; 1 miss, the caller now holds the lock; 2 miss, another caller
 --         holds the lock (wait for it); 3 miss, a recent holder found the answer
 --         uncacheable (run the view, do not wait); 4 hit, but the caller won the
---         early refresh and holds the lock (recompute now)
+--         early refresh and holds the lock (recompute now); 5 hit, and its ETag is ARGV[4]
 --   pttl  milliseconds the entry has left (only when ARGV[3] > 0), else -1
--- An entry is "<gen> <compute ms>\n<metadata>\n<body>"; one stored under an
+-- An entry is "<gen> <compute ms> <etag>\n<metadata>\n<body>"; one stored under an
 -- older generation, or unreadable, is deleted here.
 local gen = redis.call('GET', KEYS[1])
 local g
@@ -28,18 +29,25 @@ else
 end
 local entry = redis.call('GET', KEYS[2])
 if entry then
-  local eg, delta = string.match(entry, '^(%d+) (%d+)\n')
+  local eg, delta, etag = string.match(entry, '^(%d+) (%d+) ([^\n]*)\n')
   if eg and tonumber(eg) == g then
+    local pttl = -1
     local factor = tonumber(ARGV[3])
     if factor and factor > 0 then
-      local pttl = redis.call('PTTL', KEYS[2])
+      pttl = redis.call('PTTL', KEYS[2])
       if pttl > 0 and tonumber(delta) * factor >= pttl
           and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-        return {g, entry, 4, pttl}
+        return {g, '', 4, pttl}
       end
-      return {g, entry, 0, pttl}
     end
-    return {g, entry, 0, -1}
+    if ARGV[4] ~= '' and etag == ARGV[4] then
+      local head = #eg + #delta + #etag + 3
+      local stop = string.find(entry, '\n', head + 1, true)
+      if stop then
+        return {g, string.sub(entry, 1, stop), 5, pttl}
+      end
+    end
+    return {g, entry, 0, pttl}
   end
   redis.call('DEL', KEYS[2])
 end

@@ -4,7 +4,7 @@
 -- KEYS[2] the entry key
 -- KEYS[3] the entry's lock key
 -- ARGV[1] the generation read BEFORE the view ran
--- ARGV[2] the entry: "<gen> <compute ms>\n<metadata>\n<body>"
+-- ARGV[2] the entry: "<gen> <compute ms> <etag>\n<metadata>\n<body>"
 -- ARGV[3] time to live in milliseconds; "0" means no expiry
 -- ARGV[4] the caller's lock token; "" if it holds no lock
 -- Returns 1 if stored, 0 if the generation has moved on (the answer is already stale).
