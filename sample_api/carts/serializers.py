@@ -7,6 +7,7 @@ from typing import Any
 
 from catalog.models import Product
 from rest_framework import serializers
+from rest_framework.utils.serializer_helpers import ReturnDict
 
 from carts.models import Cart, CartItem
 
@@ -43,6 +44,12 @@ class CartItemSerializer(serializers.ModelSerializer):
 
 class CartSerializer(serializers.Serializer):
     """A cart, or the empty cart of a user who has none yet (``id`` is then ``null``)."""
+
+    @property
+    def data(self) -> ReturnDict:
+        # DRF renders a serializer without an instance as its empty input form;
+        # here "no cart" has a representation of its own.
+        return ReturnDict(self.to_representation(self.instance), serializer=self)
 
     def to_representation(self, cart: Cart | None) -> dict[str, Any]:
         items = list(cart.items.all()) if cart is not None else []
