@@ -1,0 +1,202 @@
+"""Readers and writers in parallel threads, on a real Redis and a real (file) database.
+
+Writers bump each product's ``stock`` (its version) and move some products
+between two categories, through every write path: a staff PATCH, a model
+``save()``, a ``save()`` inside ``atomic()`` and ``QuerySet.update()``. Once a
+write returns (is acknowledged), it is recorded. Readers read details, the
+full list and both category lists through the cached API and check each
+answer against what had been acknowledged *before the read started*. An
+answer older than that is a stale read; there must be none.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from catalog.models import Category, Product
+from django.contrib.auth import get_user_model
+from django.db import connections, transaction
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+DURATION = 3.0
+READERS = 4
+WRITERS = 2
+PRODUCTS_PER_WRITER = 2
+
+
+class Ledger:
+    """What writers have started and had acknowledged, per product."""
+
+    def __init__(self, products: list[Product]) -> None:
+        self.lock = threading.Lock()
+        self.acked = {p.pk: (p.stock, p.category_id) for p in products}
+        self.started = {p.pk: p.stock for p in products}
+
+    def start(self, pk: int, version: int) -> None:
+        with self.lock:
+            self.started[pk] = version
+
+    def ack(self, pk: int, version: int, category: int) -> None:
+        with self.lock:
+            self.acked[pk] = (version, category)
+
+    def snapshot(self) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+        with self.lock:
+            return dict(self.acked), dict(self.started)
+
+
+def stale_rows(
+    kind: str,
+    category: int | None,
+    rows: dict[int, dict[str, Any]],
+    acked: dict[int, tuple[int, int]],
+    started_after: dict[int, int],
+) -> list[str]:
+    """Every way this answer contradicts a write acknowledged before the read began."""
+    problems = []
+    for pk, (version, product_category) in acked.items():
+        row = rows.get(pk)
+        if kind == "detail" and pk not in rows:
+            continue
+        if row is not None:
+            if row["stock"] < version:
+                problems.append(
+                    f"{kind} {category}: product {pk} v{row['stock']} < acked v{version}"
+                )
+            elif row["stock"] == version and category is not None and product_category != category:
+                problems.append(
+                    f"list {category}: product {pk} v{version} belongs to {product_category}"
+                )
+        elif kind == "all" or (
+            kind == "category"
+            and product_category == category
+            and started_after[pk] == version  # no newer write could have moved it out
+        ):
+            problems.append(f"{kind} {category}: product {pk} (acked v{version}) missing")
+    return problems
+
+
+def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
+    books = Category.objects.create(name="Books", slug="books")
+    games = Category.objects.create(name="Games", slug="games")
+    products = [
+        Product.objects.create(name=f"P{n}", slug=f"p{n}", price=1, stock=0, category=books)
+        for n in range(WRITERS * PRODUCTS_PER_WRITER)
+    ]
+    staff = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
+    token = Token.objects.create(user=staff).key
+    ledger = Ledger(products)
+    stats: Counter[str] = Counter()
+    stats_lock = threading.Lock()
+    problems: list[str] = []
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + DURATION
+
+    def count(**increments: int) -> None:
+        with stats_lock:
+            stats.update(increments)
+
+    def writer(index: int) -> None:
+        mine = products[index * PRODUCTS_PER_WRITER : (index + 1) * PRODUCTS_PER_WRITER]
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        versions = {p.pk: 0 for p in mine}
+        categories = {p.pk: books.pk for p in mine}
+        methods = ["api", "save", "atomic", "update"]
+        try:
+            for step in range(1_000_000):
+                if time.monotonic() >= deadline:
+                    break
+                product = mine[step % len(mine)]
+                pk = product.pk
+                versions[pk] += 1
+                version = versions[pk]
+                if product is mine[0]:  # the first product of each writer keeps moving
+                    categories[pk] = games.pk if categories[pk] == books.pk else books.pk
+                category = categories[pk]
+                method = methods[step % len(methods)]
+                ledger.start(pk, version)
+                if method == "api":
+                    response = client.patch(
+                        f"/api/products/{pk}/",
+                        {"stock": version, "category": category},
+                        format="json",
+                    )
+                    assert response.status_code == 200, response.content
+                elif method == "save":
+                    row = Product.objects.get(pk=pk)
+                    row.stock, row.category_id = version, category
+                    row.save()
+                elif method == "atomic":
+                    with transaction.atomic():
+                        row = Product.objects.select_for_update().get(pk=pk)
+                        row.stock, row.category_id = version, category
+                        row.save()
+                else:
+                    Product.objects.filter(pk=pk).update(stock=version, category_id=category)
+                ledger.ack(pk, version, category)
+                count(writes=1, **{f"writes_{method}": 1})
+                time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        client = APIClient()
+        try:
+            for _ in range(1_000_000):
+                if time.monotonic() >= deadline:
+                    break
+                acked, _ = ledger.snapshot()
+                choice = rng.randrange(4)
+                if choice == 0:
+                    pk = rng.choice(products).pk
+                    kind, category, url = "detail", None, f"/api/products/{pk}/"
+                elif choice == 1:
+                    kind, category, url = "all", None, "/api/products/?page_size=100"
+                else:
+                    category = books.pk if choice == 2 else games.pk
+                    kind, url = "category", f"/api/products/?category={category}&page_size=100"
+                response = client.get(url)
+                _, started_after = ledger.snapshot()
+                assert response.status_code == 200, response.content
+                body = response.json()
+                rows = (
+                    {body["id"]: body}
+                    if kind == "detail"
+                    else {row["id"]: row for row in body["results"]}
+                )
+                found = stale_rows(kind, category, rows, acked, started_after)
+                count(reads=1, hits=int(response["X-Cache"] == "HIT"), stale=int(bool(found)))
+                if found:
+                    with stats_lock:
+                        problems.extend(found[:3])
+        except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+    threads += [threading.Thread(target=reader, args=(i,)) for i in range(READERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=DURATION + 60)
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    assert not errors, errors[0]
+
+    print(f"\nconcurrency: {dict(stats)}")
+    assert stats["stale"] == 0, problems[:10]
+    assert stats["writes"] >= 20 and stats["reads"] >= 100, dict(stats)
+    assert all(stats[f"writes_{m}"] for m in ("api", "save", "atomic", "update")), dict(stats)
+    assert stats["hits"] > 0, "the cache was never exercised"
