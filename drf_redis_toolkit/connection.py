@@ -39,6 +39,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Error replies meaning "this server cannot take the command now", not "bad command":
+#: out of memory under ``noeviction``, a demoted master, a replica cut off from its master.
+UNAVAILABLE_REPLIES: tuple[type[BaseException], ...] = tuple(
+    getattr(redis.exceptions, name)
+    for name in ("OutOfMemoryError", "ReadOnlyError", "MasterDownError", "TryAgainError")
+    if hasattr(redis.exceptions, name)
+)
+
+
 class CircuitBreaker:
     """Skip Redis for ``cooldown`` seconds after a connection failure.
 
@@ -222,4 +231,8 @@ class guarded:  # used like a function: ``with guarded() as client:``
                     breaker.cooldown,
                 )
             raise RedisUnavailable(f"Redis unavailable: {exc_type.__name__}: {exc}") from exc
+        if issubclass(exc_type, UNAVAILABLE_REPLIES) or str(exc).startswith("NOREPLICAS"):
+            # The server answers, quickly: no need to open the breaker, but callers
+            # must treat it like an outage (cache miss, FAIL_OPEN), never as a 500.
+            raise RedisUnavailable(f"Redis refused the command: {exc}") from exc
         return False
