@@ -126,8 +126,7 @@ def _child_uses_the_client(url, queue):
     from django.test import override_settings as child_override
 
     with child_override(DRF_REDIS_TOOLKIT={"REDIS_URL": url}):
-        redis_client.incr("forked")
-        queue.put(redis_client.get("forked"))
+        queue.put(redis_client.incr("forked"))
 
 
 def test_fork_safe(real_backend):
