@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from config import settings as sample_settings
+from django.utils.module_loading import import_string
 
 from drf_redis_toolkit import invalidation
 from drf_redis_toolkit.generations import read_generations
@@ -23,17 +24,41 @@ GENEROUS_RATES = {"anon": "100000/s", "user": "100000/s", "cart_write": "100000/
 
 
 @pytest.fixture
-def shop(settings: Any, backend: Any) -> Any:
+def shop(settings: Any, backend: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The sample API's settings on the test's Redis backend; returns the backend."""
     apply_shop_settings(settings, backend)
+    apply_shop_view_classes(monkeypatch)
     return backend
 
 
 @pytest.fixture
-def real_shop(settings: Any, real_backend: Any) -> Any:
+def real_shop(settings: Any, real_backend: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``shop`` on the real redis-server only."""
     apply_shop_settings(settings, real_backend)
+    apply_shop_view_classes(monkeypatch)
     return real_backend
+
+
+def apply_shop_view_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the sample's views the classes its ``REST_FRAMEWORK`` names.
+
+    DRF copies ``DEFAULT_AUTHENTICATION_CLASSES``, ``DEFAULT_THROTTLE_CLASSES``
+    and ``DEFAULT_PAGINATION_CLASS`` into class attributes when
+    ``rest_framework.views`` is first imported, which in this suite happens
+    under the test settings, so overriding the settings alone would not reach them.
+    """
+    from carts.views import CartItemViewSet, CartViewSet
+    from catalog.views import CategoryViewSet, ProductViewSet
+
+    config = sample_settings.REST_FRAMEWORK
+    authentication = [import_string(path) for path in config["DEFAULT_AUTHENTICATION_CLASSES"]]
+    throttles = [import_string(path) for path in config["DEFAULT_THROTTLE_CLASSES"]]
+    for view in (CategoryViewSet, ProductViewSet, CartViewSet, CartItemViewSet):
+        monkeypatch.setattr(view, "authentication_classes", authentication)
+        monkeypatch.setattr(view, "throttle_classes", throttles)
+    monkeypatch.setattr(
+        ProductViewSet, "pagination_class", import_string(config["DEFAULT_PAGINATION_CLASS"])
+    )
 
 
 def apply_shop_settings(settings: Any, backend: Any, **rates: str) -> None:
