@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load clean
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ format: $(STAMP)
 bench-throttle: $(STAMP)
 	$(BIN)/python benchmarks/throttle_bench.py
 	$(BIN)/python benchmarks/throttle_bench.py --no-pin --repeats 3
+
+## Locust load test of the sample API on loopback (redis-server, gunicorn, Locust; all stopped after).
+## USERS=20 SPAWN_RATE=5 DURATION=60 (s) CLUSTER=1 (3-master cluster) MODE=toolkit|baseline|compare
+## SWEEP=10,25,50 (one run per user count; then `make load-plots`). Reports: loadtests/results/.
+load: $(STAMP)
+	USERS=$(USERS) SPAWN_RATE=$(SPAWN_RATE) DURATION=$(DURATION) CLUSTER=$(CLUSTER) \
+	MODE=$(MODE) SWEEP=$(SWEEP) $(BIN)/python loadtests/run.py
+
+## PNG plots from loadtests/results/sweep.json into docs/img/.
+load-plots: $(STAMP)
+	$(BIN)/python loadtests/plot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
