@@ -147,6 +147,7 @@ def server_env(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "REDIS_URL": redis_url,
         "REDIS_CLUSTER": "1" if args.cluster else "0",
         "DJANGO_DEBUG": "0",

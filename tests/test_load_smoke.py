@@ -1,0 +1,75 @@
+"""A 10-second run of ``make load``'s whole pipeline, so the locustfile and runner cannot rot.
+
+It starts a real redis-server, gunicorn with two workers and headless Locust,
+exactly as ``loadtests/run.py`` does for ``make load``, and asserts correctness
+only (no stale read, no over-admission, no unexpected error, checks actually
+ran), never throughput: it must pass on a busy two-core machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.conftest import REQUIRE_REDIS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_redis]
+
+
+def _needs(what: str, present: bool) -> None:
+    if present:
+        return
+    if REQUIRE_REDIS:
+        pytest.fail(f"{what} is missing (DRT_REQUIRE_REDIS=1 forbids skipping)")
+    pytest.skip(f"{what} is missing")
+
+
+def test_load_smoke(tmp_path: Path) -> None:
+    _needs("redis-server", servers.redis_server_binary() is not None)
+    for module in ("locust", "gunicorn"):
+        _needs(f"the {module} package (the 'load' extra)", bool(importlib.util.find_spec(module)))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "USERS", "MODE", "SWEEP")
+    }
+    args = [
+        sys.executable, str(ROOT / "loadtests" / "run.py"),
+        "--users", "7", "--spawn-rate", "7", "--duration", "10",
+        "--workers", "2", "--threads", "2", "--products", "120",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    output = result.stdout + result.stderr
+    summary_file = tmp_path / "summary.json"
+    assert summary_file.exists(), output
+    summary = json.loads(summary_file.read_text())
+
+    assert summary["stale_reads"] == 0, output
+    assert summary["over_admission"] == 0, output
+    assert summary["errors"] == 0, output
+    assert summary["violations"] == {}, output
+    assert result.returncode == 0, output
+
+    # The run did what it is there for: requests, and every kind of check.
+    assert summary["requests"] > 0
+    checked = summary["checked"]
+    for kind in ("cart", "catalogue", "staff-updates", "rate-limit-headers"):
+        assert checked.get(kind, 0) > 0, (kind, checked)
+    assert summary["abuse"]["throttled"] > 0, summary["abuse"]
+    assert summary["abuse"]["admitted"] > 0, summary["abuse"]
+    assert summary["cache_hit_rate"]["server"], "no cache statistics"
+    # Reports written where make load writes them.
+    for name in ("locust_stats.csv", "report.html", "client.json", "cache_stats.json"):
+        assert (tmp_path / "toolkit" / name).exists(), name
