@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -94,8 +95,13 @@ def has_command(name: str, env: dict[str, str]) -> bool:
     return name in listing
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo as Ctrl-C does: cleanups run
+
+
 def main() -> int:
     cleanups: list = []
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         env = {**os.environ, "REDIS_URL": choose_redis(cleanups)}
         manage("migrate", "--noinput", "-v", "0", env=env)
