@@ -117,6 +117,7 @@ def run_block(block: Block, namespace: dict[str, Any]) -> None:
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         failures: list[str] = []
         runner.run(test, out=failures.append, clear_globs=False)
+        namespace.update(test.globs)  # DocTest works on a copy; later blocks see its names
         assert runner.failures == 0, f"{block}: doctest failed\n" + "".join(failures)
         return
     # Pad with newlines so tracebacks point at the Markdown line.
