@@ -252,25 +252,35 @@ class _Options:
 
 
 class _Plan:
-    __slots__ = (
-        "early_refresh",
-        "entry_key",
-        "gen_key",
-        "lock_key",
-        "lock_ms",
-        "namespace",
-        "per_user",
-        "recheck",
-        "ttl_ms",
-    )
+    """What one request's entry is called and how it is cached (resolved once per request)."""
 
-    def __init__(self, **values: Any) -> None:
-        for name, value in values.items():
-            setattr(self, name, value)
+    __slots__ = ("early_refresh", "keys", "lock_ms", "namespace", "per_user", "recheck", "ttl_ms")
+
+    def __init__(
+        self,
+        namespace: str,
+        keys: list[str],
+        ttl_ms: int,
+        per_user: bool,
+        early_refresh: bool,
+        lock_ms: int,
+        recheck: bool,
+    ) -> None:
+        self.namespace, self.keys, self.ttl_ms = namespace, keys, ttl_ms
+        self.per_user, self.early_refresh = per_user, early_refresh
+        self.lock_ms, self.recheck = lock_ms, recheck
 
     @property
-    def keys(self) -> list[str]:
-        return [self.gen_key, self.entry_key, self.lock_key]
+    def gen_key(self) -> str:
+        return self.keys[0]
+
+    @property
+    def entry_key(self) -> str:
+        return self.keys[1]
+
+    @property
+    def lock_key(self) -> str:
+        return self.keys[2]
 
 
 def _make_plan(view: Any, request: Request, options: _Options | None) -> _Plan | None:
@@ -313,17 +323,17 @@ def _make_plan(view: Any, request: Request, options: _Options | None) -> _Plan |
     lock_timeout = opts.lock_timeout
     if lock_timeout is None:
         lock_timeout = getattr(view, "cache_lock_timeout", DEFAULT_LOCK_TIMEOUT)
-    entry_key = keyspace.cache_entry_key(namespace, _key_material(request, str(hook_key), user))
+    gen_key, entry_key, lock_key = keyspace.cache_keys(
+        namespace, _key_material(request, str(hook_key), user)
+    )
     return _Plan(
-        namespace=namespace,
-        gen_key=keyspace.generation_key(namespace),
-        entry_key=entry_key,
-        lock_key=keyspace.cache_lock_key(entry_key),
-        ttl_ms=0 if timeout is None else int(timeout * 1000),
-        per_user=per_user,
-        early_refresh=early and timeout is not None,
-        lock_ms=max(1, int(lock_timeout * 1000)),
-        recheck=recheck == _RECHECK,
+        namespace,
+        [gen_key, entry_key, lock_key],
+        0 if timeout is None else int(timeout * 1000),
+        per_user,
+        early and timeout is not None,
+        max(1, int(lock_timeout * 1000)),
+        recheck == _RECHECK,
     )
 
 

@@ -101,7 +101,21 @@ def cache_entry_key(namespace: str, material: str) -> str:
     only its digest goes into the key. Sharing the generation key's hash tag lets
     one Lua script read the generation and the entry in one cluster slot.
     """
-    return f"{prefix()}:c:{namespace_tag(namespace)}:{digest(material)}"
+    return _cache_bases(prefix(), namespace)[1] + digest(material)
+
+
+def cache_keys(namespace: str, material: str) -> tuple[str, str, str]:
+    """``(generation, entry, lock)`` keys of one cached response: one hash tag, one slot."""
+    gen, entry, lock = _cache_bases(prefix(), namespace)
+    tail = digest(material)
+    return gen, entry + tail, lock + tail
+
+
+@lru_cache(maxsize=4096)
+def _cache_bases(key_prefix: str, namespace: str) -> tuple[str, str, str]:
+    # The same shapes as generation_key(), cache_entry_key() and cache_lock_key().
+    tag = namespace_tag(namespace)
+    return f"{key_prefix}:gen:{tag}", f"{key_prefix}:c:{tag}:", f"{key_prefix}:cl:{tag}:"
 
 
 def cache_lock_key(entry_key: str) -> str:

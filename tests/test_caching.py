@@ -382,6 +382,12 @@ def test_entries_share_their_namespaces_hash_tag(backend):
     tag = keyspace.namespace_tag("widgets:all").encode()
     assert tag in entry and tag in keyspace.generation_key("widgets:all").encode()
     assert tag in keyspace.cache_lock_key(entry.decode()).encode()
+    entry_key = keyspace.cache_entry_key("ns:{1}", "material")
+    assert keyspace.cache_keys("ns:{1}", "material") == (
+        keyspace.generation_key("ns:{1}"),
+        entry_key,
+        keyspace.cache_lock_key(entry_key),
+    )
 
 
 def test_large_bodies_are_stored_compressed_and_small_ones_raw(backend, settings):
