@@ -45,5 +45,10 @@ load: $(STAMP)
 load-plots: $(STAMP)
 	$(BIN)/python loadtests/plot.py
 
+## Response-caching benchmark against drf-extensions and cache_page (pinned to CPU 0, then unpinned).
+bench-cache: $(STAMP)
+	$(BIN)/python benchmarks/cache_bench.py
+	$(BIN)/python benchmarks/cache_bench.py --no-pin
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
