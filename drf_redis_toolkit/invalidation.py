@@ -95,7 +95,7 @@ _RETRY_FIRST_DELAY = 0.25
 _RETRY_MAX_DELAY = 5.0
 _RETRY_MAX_ATTEMPTS = 1_000  # then the thread ends; the next invalidation restarts it
 _PK_CHUNK = 500
-_OLD_NAMES_ATTR = "_drt_invalidation_old_names"
+_OLD_ROW_ATTR = "_drt_invalidation_old_row"
 _CLEARED_PKS_ATTR = "_drt_invalidation_cleared_pks"
 _FORMATTER = string.Formatter()
 
@@ -603,6 +603,8 @@ class _Pending:
                 self.backlog.names | backlog.names, self.backlog.overflowed or backlog.overflowed
             )
             self._bound()
+            if not self.empty():
+                self._start()
 
     def add(self, names: Names) -> None:
         with self.lock:
@@ -631,11 +633,14 @@ class _Pending:
         delay = _RETRY_FIRST_DELAY
         for _ in range(_RETRY_MAX_ATTEMPTS):
             time.sleep(delay)
-            if self.empty():
-                return
-            if retry_pending():
-                return
-            delay = min(delay * 2, _RETRY_MAX_DELAY)
+            with self.lock:
+                if self.empty():
+                    self.thread = None  # under the lock: a later add() starts a new thread
+                    return
+            delivered = retry_pending()
+            delay = _RETRY_FIRST_DELAY if delivered else min(delay * 2, _RETRY_MAX_DELAY)
+        with self.lock:
+            self.thread = None
 
     def empty(self) -> bool:
         return not self.backlog.names and not self.backlog.overflowed
@@ -679,19 +684,20 @@ def pending_invalidations() -> dict[str, Any]:
 # -- signal receivers ----------------------------------------------------------------
 
 
-def _names_in_db(rule: _Rule, model: type[models.Model], pks: Iterable[Any], alias: str) -> Names:
-    """The names of rows as they are in the database now (one query per 500 rows)."""
+def _rows_in_db(
+    rule: _Rule, model: type[models.Model], pks: Iterable[Any], alias: str
+) -> list[models.Model]:
+    """The rows as they are in the database now: what the rule reads, 500 rows a query."""
     pk_list = [pk for pk in pks if pk is not None]
     if not pk_list or not rule.needs_old_state:
-        return EMPTY
+        return []
     queryset = model._base_manager.using(alias)
     if not rule.functions:
         queryset = queryset.only(*rule.tracked_fields)
-    out = EMPTY
+    rows: list[models.Model] = []
     for start in range(0, len(pk_list), _PK_CHUNK):
-        rows = list(queryset.filter(pk__in=pk_list[start : start + _PK_CHUNK]))
-        out = out | rule.names(rows)
-    return out
+        rows.extend(queryset.filter(pk__in=pk_list[start : start + _PK_CHUNK]))
+    return rows
 
 
 def _on_pre_save(
@@ -701,7 +707,7 @@ def _on_pre_save(
     update_fields: Iterable[str] | None = None,
     **kwargs: Any,
 ) -> None:
-    instance.__dict__.pop(_OLD_NAMES_ATTR, None)
+    instance.__dict__.pop(_OLD_ROW_ATTR, None)
     rule = _registry.rule_for(sender)
     if rule is None or instance.pk is None or not rule.needs_old_state:
         return
@@ -709,16 +715,18 @@ def _on_pre_save(
         attnames = {sender._meta.get_field(name).attname for name in update_fields}
         if not attnames & rule.tracked_fields:
             return  # the fields the templates read are not being written
-    instance.__dict__[_OLD_NAMES_ATTR] = _names_in_db(rule, sender, [instance.pk], using)
+    # The row before it is overwritten: its names (a category the product is
+    # leaving) are invalidated with the new ones, computed together in post_save.
+    instance.__dict__[_OLD_ROW_ATTR] = _rows_in_db(rule, sender, [instance.pk], using)
 
 
 def _on_post_save(
     sender: type[models.Model], instance: models.Model, using: str, **kwargs: Any
 ) -> None:
-    old = instance.__dict__.pop(_OLD_NAMES_ATTR, EMPTY)
+    old = instance.__dict__.pop(_OLD_ROW_ATTR, [])
     rule = _registry.rule_for(sender)
     if rule is not None:
-        _schedule(old | rule.names([instance]), using, sender)
+        _schedule(rule.names([*old, instance]), using, sender)
 
 
 def _on_post_delete(
@@ -812,10 +820,9 @@ class InvalidatingQuerySet(models.QuerySet):
             matched = self.using(alias)
             before = list(matched if rule.functions else matched.only(*rule.tracked_fields))
             count = super().update(**kwargs)
-            names = rule.names(before)
-            if rule.needs_old_state:  # the update may have moved rows to other names
-                names = names | _names_in_db(rule, self.model, [o.pk for o in before], alias)
-            _schedule(names, alias, self.model)
+            # The update may have moved rows to other names: read them again.
+            after = _rows_in_db(rule, self.model, [obj.pk for obj in before], alias)
+            _schedule(rule.names([*before, *after]), alias, self.model)
         return count
 
     def _write_alias(self) -> str:
@@ -827,28 +834,27 @@ class InvalidatingQuerySet(models.QuerySet):
             return super().bulk_create(objs, *args, **kwargs)
         objs = list(objs)
         alias = self._write_alias()
-        old = EMPTY
+        old: list[models.Model] = []
         unique_fields = kwargs.get("unique_fields")
         with transaction.atomic(using=alias, savepoint=False):
             if kwargs.get("update_conflicts") and unique_fields and rule.needs_old_state:
-                old = self._names_of_conflicting(rule, objs, list(unique_fields), alias)
+                old = self._conflicting_rows(objs, list(unique_fields), alias)
             created = super().bulk_create(objs, *args, **kwargs)
-            _schedule(old | rule.names(created), alias, self.model)
+            _schedule(rule.names([*old, *created]), alias, self.model)
         return created
 
-    def _names_of_conflicting(
-        self, rule: _Rule, objs: list[models.Model], unique_fields: list[str], alias: str
-    ) -> Names:
-        """The current names of the rows an upsert is about to overwrite."""
+    def _conflicting_rows(
+        self, objs: list[models.Model], unique_fields: list[str], alias: str
+    ) -> list[models.Model]:
+        """The rows an upsert is about to overwrite, as they are now."""
         attnames = [self.model._meta.get_field(name).attname for name in unique_fields]
-        out = EMPTY
+        rows: list[models.Model] = []
         for start in range(0, len(objs), _PK_CHUNK):
             condition = models.Q()
             for obj in objs[start : start + _PK_CHUNK]:
                 condition |= models.Q(**{a: getattr(obj, a) for a in attnames})
-            rows = list(self.model._base_manager.using(alias).filter(condition))
-            out = out | rule.names(rows)
-        return out
+            rows.extend(self.model._base_manager.using(alias).filter(condition))
+        return rows
 
     def bulk_update(
         self, objs: Iterable[models.Model], fields: Sequence[str], **kwargs: Any
@@ -859,9 +865,9 @@ class InvalidatingQuerySet(models.QuerySet):
         objs = list(objs)
         alias = self._write_alias()
         with transaction.atomic(using=alias, savepoint=False):
-            old = _names_in_db(rule, self.model, [obj.pk for obj in objs], alias)
+            old = _rows_in_db(rule, self.model, [obj.pk for obj in objs], alias)
             count = super().bulk_update(objs, fields, **kwargs)
-            _schedule(old | rule.names(objs), alias, self.model)
+            _schedule(rule.names([*old, *objs]), alias, self.model)
         return count
 
 
