@@ -239,14 +239,15 @@ class _Registry:
             return self.merged[model]  # looked up on every save: keep it a dict read
         except KeyError:
             pass
-        found: _Rule | None = None
-        for candidate in _lineage(model):
-            for source in (self.from_settings, self.python):
-                rule = source.get(candidate)
-                if rule is not None:
-                    found = (found or _Rule(model)).merged(rule)
-        self.merged[model] = found
-        return found
+        with self.lock:  # a concurrent rewire() must not see a rule merged from old sources
+            found: _Rule | None = None
+            for candidate in _lineage(model):
+                for source in (self.from_settings, self.python):
+                    rule = source.get(candidate)
+                    if rule is not None:
+                        found = (found or _Rule(model)).merged(rule)
+            self.merged[model] = found
+            return found
 
     def load_settings(self) -> None:
         with self.lock:
