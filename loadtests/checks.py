@@ -68,19 +68,19 @@ class OverAdmission:
         }
 
 
-def over_admission(
-    intervals: Iterable[tuple[float, float]], limit: int, window: float
-) -> OverAdmission:
-    """How far the admitted requests went beyond ``limit`` per ``window`` seconds.
+def certain_counts(
+    intervals: Iterable[tuple[float, float]], window: float
+) -> list[tuple[float, int]]:
+    """For each admitted request, how many were certainly decided in the window it opens.
 
     ``intervals`` are the ``(sent, answered)`` times of the admitted requests on
     one clock. A set of requests was certainly decided inside one window when
-    its latest answer came less than ``window`` after its earliest send; the
-    largest such set is found by anchoring a window at every send time.
+    its latest answer came less than ``window`` after its earliest send; anchoring
+    a window at every send time finds the largest such sets. Returns
+    ``[(send time, count)]`` in send order.
     """
     spans = sorted((float(s), float(e)) for s, e in intervals)
-    worst = 0
-    violating = 0
+    counts = []
     for i, (anchor, _) in enumerate(spans):
         horizon = anchor + window
         count = 0
@@ -89,10 +89,18 @@ def over_admission(
                 break
             if end < horizon:
                 count += 1
-        worst = max(worst, count)
-        if count > limit:
-            violating += 1
-    return OverAdmission(limit, int(window), len(spans), worst, max(0, worst - limit), violating)
+        counts.append((anchor, count))
+    return counts
+
+
+def over_admission(
+    intervals: Iterable[tuple[float, float]], limit: int, window: float
+) -> OverAdmission:
+    """How far the admitted requests went beyond ``limit`` per ``window`` seconds."""
+    counts = [n for _, n in certain_counts(intervals, window)]
+    worst = max(counts, default=0)
+    violating = sum(1 for n in counts if n > limit)
+    return OverAdmission(limit, int(window), len(counts), worst, max(0, worst - limit), violating)
 
 
 def admitted_per_window(
