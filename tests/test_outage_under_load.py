@@ -1,0 +1,253 @@
+"""Redis frozen (SIGSTOP), killed (SIGKILL) and restarted while the sample API is under load.
+
+The sample API runs under gunicorn (2 worker processes x 4 threads) against a real
+redis-server on loopback; 4 client threads read products and categories the whole
+time. Asserted: no 5xx at any point; while Redis is gone a request pays at most one
+socket timeout per breaker cool-down (counted, not timed against a budget); caching
+resumes by itself once Redis is back; a product written during the outage is never
+served stale once the invalidation backlog has been delivered. The figures (requests
+per phase, slow requests, p50/p99/max latency) are printed for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.conftest import _unavailable
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_api"
+WORKERS, THREADS, CLIENTS = 2, 4, 4
+SOCKET_TIMEOUT = 0.25  # the toolkit's default
+COOLDOWN = 5.0  # the toolkit's default
+
+
+def _request(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Token {token}")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
+            return (
+                response.status,
+                response.read(),
+                dict(response.headers),
+                time.monotonic() - started,
+            )
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers), time.monotonic() - started
+
+
+class Load:
+    """Client threads reading the API until stopped; every answer is logged with its phase."""
+
+    def __init__(self, base: str, product_ids: list[int]) -> None:
+        self.base = base
+        self.product_ids = product_ids
+        self.phase = "before"
+        self.log: list[tuple[str, int, float]] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self, index: int) -> None:
+        paths = ["/api/categories/", "/api/products/", "/api/products/?page=2"]
+        paths += [f"/api/products/{pk}/" for pk in self.product_ids[:10]]
+        n = index
+        deadline = time.monotonic() + 120
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            path = paths[n % len(paths)]
+            n += 1
+            status, _, _, elapsed = _request(self.base + path)
+            with self.lock:
+                self.log.append((self.phase, status, elapsed))
+
+    def by_phase(self, phase: str) -> list[tuple[int, float]]:
+        with self.lock:
+            return [(s, e) for p, s, e in self.log if p == phase]
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+@pytest.fixture
+def sample_server(tmp_path):
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    redis_process = servers.start_redis()
+    workdir = Path(tempfile.mkdtemp(prefix="drt-outage-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REDIS_URL": redis_process.url,
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "DJANGO_DEBUG": "0",
+        "SHOP_RATE_ANON": "100000/hour",
+        "SHOP_RATE_USER": "100000/hour",
+    }
+    for argv in (
+        ["migrate", "--noinput", "-v", "0"],
+        ["seed_demo", "--products", "60", "--users", "2"],
+    ):
+        subprocess.run(
+            [sys.executable, str(SAMPLE / "manage.py"), *argv],
+            env=env, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+    port = servers.free_port()
+    log = (workdir / "gunicorn.log").open("wb")
+    gunicorn = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application",
+            "--chdir", str(SAMPLE), "--bind", f"127.0.0.1:{port}",
+            "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
+            "--timeout", "60", "--log-level", "warning",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _request(base + "/api/categories/")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or gunicorn.poll() is not None:
+                raise RuntimeError((workdir / "gunicorn.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield base, redis_process
+    finally:
+        if gunicorn.poll() is None:
+            os.killpg(gunicorn.pid, signal.SIGTERM)
+            try:
+                gunicorn.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(gunicorn.pid, signal.SIGKILL)
+                gunicorn.wait(timeout=5)
+        log.close()
+        redis_process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_freeze_kill_restart_under_load(sample_server, capsys):
+    base, redis_process = sample_server
+    status, body, _, _ = _request(
+        base + "/api/auth/token/", "POST", {"username": "admin", "password": "admin-pass"}
+    )
+    assert status == 200
+    token = json.loads(body)["token"]
+    listing = json.loads(_request(base + "/api/products/")[1])
+    product_ids = [item["id"] for item in listing["results"]]
+    watched = product_ids[0]
+    detail = base + f"/api/products/{watched}/"
+    assert _request(detail)[0] == 200
+    assert _request(detail)[2]["X-Cache"] == "HIT"  # cached before the outage
+
+    load = Load(base, product_ids)
+    threads = [threading.Thread(target=load.run, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        load.phase = "frozen"
+        redis_process.pause()
+        frozen_at = time.monotonic()
+        time.sleep(1)
+        # A staff write while Redis is frozen: the database takes it, the invalidation waits.
+        status, body, _, _ = _request(detail, "PATCH", {"price": "777.00"}, token)
+        assert status == 200, body
+        assert json.loads(_request(detail)[1])["price"] == "777.00"  # cache bypassed: fresh
+        time.sleep(2)
+        load.phase = "thawed"
+        redis_process.resume()
+        # The entry cached before the outage is stale now; count how long it is served.
+        thawed_at = time.monotonic()
+        stale_seen, fresh_since = 0, None
+        while time.monotonic() - thawed_at < 15:
+            price = json.loads(_request(detail)[1])["price"]
+            if price != "777.00":
+                stale_seen += 1
+                fresh_since = None
+            elif fresh_since is None:
+                fresh_since = time.monotonic()
+            elif time.monotonic() - fresh_since > 2:
+                break
+            time.sleep(0.05)
+        stale_window = (fresh_since or time.monotonic()) - thawed_at
+        # Once delivered, never stale again (checked through the load below, too).
+        load.phase = "killed"
+        redis_process.pause()
+        os.kill(redis_process.pid, signal.SIGKILL)
+        redis_process.process.wait(timeout=10)
+        time.sleep(2)
+        load.phase = "restarted"
+        redis_process.restart()
+        outage = time.monotonic() - frozen_at
+        # Caching resumes by itself (after at most one breaker cool-down per process).
+        deadline = time.monotonic() + 3 * COOLDOWN
+        hit = False
+        while time.monotonic() < deadline and not hit:
+            _request(detail)
+            hit = _request(detail)[2].get("X-Cache") == "HIT"
+            time.sleep(0.1)
+        assert hit, "caching did not resume after Redis came back"
+        assert json.loads(_request(detail)[1])["price"] == "777.00"
+        time.sleep(1)
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    phases = ["before", "frozen", "thawed", "killed", "restarted"]
+    report = []
+    for phase in phases:
+        rows = load.by_phase(phase)
+        statuses = [s for s, _ in rows]
+        latencies = [e for _, e in rows]
+        slow = sum(1 for e in latencies if e >= SOCKET_TIMEOUT)
+        report.append(
+            f"{phase:9s} requests={len(rows):5d} 5xx={sum(s >= 500 for s in statuses)} "
+            f"non-200={sum(s != 200 for s in statuses)} slow(>={SOCKET_TIMEOUT}s)={slow} "
+            f"p50={_pct(latencies, 0.5) * 1000:.1f}ms p99={_pct(latencies, 0.99) * 1000:.1f}ms "
+            f"max={max(latencies, default=0) * 1000:.0f}ms"
+        )
+        assert all(s < 500 for s in statuses), (phase, [s for s in statuses if s >= 500])
+        assert all(s == 200 for s in statuses), (phase, sorted(set(statuses)))
+        assert rows, f"no request completed while {phase}"
+    # At most one socket timeout per cool-down for each request in flight in each worker.
+    outage_rows = [e for p in ("frozen", "killed") for _, e in load.by_phase(p)]
+    slow_in_outage = sum(1 for e in outage_rows if e >= SOCKET_TIMEOUT)
+    bound = WORKERS * THREADS * (int(outage / COOLDOWN) + 2)
+    with capsys.disabled():
+        print("\nRedis outage under load (2 gunicorn workers x 4 threads, 4 clients):")
+        print("\n".join(report))
+        print(
+            f"outage {outage:.1f}s: {slow_in_outage} requests paid a socket timeout "
+            f"(bound {bound}); stale entry served for {stale_window:.2f}s after the thaw "
+            f"({stale_seen} reads) until the backlog was delivered"
+        )
+    assert slow_in_outage <= bound
+    assert stale_window < 10  # the retry delivers within its 5 s back-off
