@@ -70,6 +70,7 @@ __all__ = [
     "invalidate_key",
     "invalidate_namespace",
     "invalidate_view",
+    "make_etag",
     "namespace_stats",
 ]
 
@@ -921,7 +922,7 @@ def invalidate_view(
     (``None``: the anonymous one). Returns whether an entry was deleted, ``False``
     for a view that does not cache. To drop every variant, invalidate the namespace.
     """
-    from django.urls import resolve
+    from django.urls import Resolver404, resolve
     from rest_framework.test import APIRequestFactory, force_authenticate
 
     parts = urlsplit(url)
@@ -935,7 +936,10 @@ def invalidate_view(
     django_request = APIRequestFactory().get(target, secure=parts.scheme == "https", **extra)
     if user is not None:
         force_authenticate(django_request, user=user)
-    match = resolve(path)
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
     view_class = getattr(match.func, "cls", None) or getattr(match.func, "view_class", None)
     if view_class is None or not issubclass(view_class, APIView):
         return False

@@ -331,6 +331,7 @@ def test_invalidate_view_drops_one_url_and_keeps_the_others(backend):
     assert client.get("/echo/?page=1")["X-Cache"] == "MISS"
     assert client.get("/echo/?page=2")["X-Cache"] == "HIT"
     assert invalidate_view("/echo/?page=3") is False
+    assert invalidate_view("/no/such/url/") is False
 
 
 def test_invalidate_view_finds_per_user_and_decorated_entries(backend, users):
