@@ -132,15 +132,31 @@ def _pages_with_python() -> list[Path]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("page", _pages_with_python(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_examples_run(page: Path, settings: Any) -> None:
+def test_python_examples_run(page: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests import servers
     from tests.conftest import Backend
-    from tests.sample_fixtures import apply_shop_settings
+    from tests.sample_fixtures import apply_shop_settings, apply_shop_view_classes
 
     # The sample API's settings (INVALIDATION rules, prefix) on the suite's fakeredis.
     apply_shop_settings(
         settings,
         Backend("fake", {"CONNECTION_FACTORY": "tests.servers.fake_redis"}, servers.fake_redis()),
+    )
+    # DRF copies its settings into class attributes when ``rest_framework.views``
+    # and ``.generics`` are first imported, which in this suite happens under the
+    # test settings: give the views the docs define what the sample's settings say.
+    apply_shop_view_classes(monkeypatch)
+    from rest_framework.generics import GenericAPIView
+    from rest_framework.views import APIView
+
+    config = settings.REST_FRAMEWORK
+    monkeypatch.setattr(
+        GenericAPIView, "pagination_class", import_string(config["DEFAULT_PAGINATION_CLASS"])
+    )
+    monkeypatch.setattr(
+        APIView,
+        "authentication_classes",
+        [import_string(path) for path in config["DEFAULT_AUTHENTICATION_CLASSES"]],
     )
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     ran = 0

@@ -80,10 +80,14 @@ def test_escaped_globs_match_only_themselves(value):
 
 
 @FUZZ
-@given(raw=st.one_of(st.binary(max_size=3000), st.builds(lambda b: b"1 2\n" + b, st.binary())))
+@given(raw=st.one_of(st.binary(max_size=3000), st.builds(lambda b: b'1 2 "e"\n' + b, st.binary())))
 def test_cache_entry_decoder_never_raises(raw):
-    decoded = caching._decode(raw)
-    assert decoded is None or (isinstance(decoded[0], dict) and isinstance(decoded[1], bytes))
+    decoded = caching._parse(raw, None)
+    assert decoded is None or (
+        isinstance(decoded[0].headers, dict)
+        and isinstance(decoded[0].status, int)
+        and isinstance(decoded[1], bytes)
+    )
 
 
 @FUZZ
