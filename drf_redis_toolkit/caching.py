@@ -995,12 +995,9 @@ class _Counters:
         self._lock = threading.Lock()
         self._pending: dict[str, list[int]] = {}
         self._due = time.monotonic() + interval
-        self._pid = os.getpid()
 
     def add(self, namespace: str, hit: bool) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent flushes its own counts
-                self._pending, self._pid = {}, os.getpid()
             counts = self._pending.get(namespace)
             if counts is None:
                 counts = self._pending[namespace] = [0, 0]
@@ -1017,7 +1014,7 @@ class _Counters:
         with self._lock:
             pending, self._pending = self._pending, {}
             self._due = time.monotonic() + self.interval
-        if not pending or self._pid != os.getpid():
+        if not pending:
             return
         args: list[Any] = []
         for namespace, (hits, misses) in pending.items():
@@ -1041,6 +1038,17 @@ class _Counters:
 
 
 _counters = _Counters(STATS_FLUSH_INTERVAL)
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker starts from zero (its parent flushes the counts it made), with
+    # fresh locks: another thread of the parent may have held one at the fork.
+    _counters._lock = threading.Lock()
+    _counters._pending = {}
+    _local_bodies._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _flush_at_exit() -> None:

@@ -9,13 +9,14 @@ was answered), never about how long anything took.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 
 import pytest
 from rest_framework.test import APIClient
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.caching import _counters, invalidate_namespace
+from drf_redis_toolkit.caching import _counters, invalidate_namespace, namespace_stats
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from tests import servers
 from tests.caching_views import CALLS
@@ -141,3 +142,18 @@ def test_a_hung_redis_costs_one_timeout_then_requests_skip_the_cache(own_server)
     finally:
         own_server.resume()
     assert CALLS["echo"] == 4
+
+
+def _flush_in_child() -> None:
+    namespace_stats()  # flushes the child's own (empty) counts
+
+
+def test_a_forked_worker_does_not_flush_its_parents_counts(real_backend, settings):
+    client = APIClient()
+    client.get("/echo/?fork=1")
+    client.get("/echo/?fork=1")
+    child = multiprocessing.get_context("fork").Process(target=_flush_in_child)
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert namespace_stats()["echo"] == {"hits": 1, "misses": 1, "hit_rate": 50.0}
