@@ -37,7 +37,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
@@ -200,7 +200,7 @@ def _material(media_type: str, format: str, language: str, user: str, hook_key: 
 
 
 @functools.cache
-def _class_checks_objects(permission_class: type) -> bool:
+def _class_checks_objects(permission_class: Any) -> bool:
     method = getattr(permission_class, "has_object_permission", None)
     return method is not None and method is not permissions.BasePermission.has_object_permission
 
@@ -211,7 +211,7 @@ def _checks_objects(permission: Any) -> bool:
         return _checks_objects(permission.op1) or _checks_objects(permission.op2)
     if isinstance(permission, permissions.NOT):
         return True  # NOT of the default (True) refuses every object
-    return _class_checks_objects(type(permission))
+    return _class_checks_objects(cast(Hashable, type(permission)))
 
 
 def _object_permission_mode(view: Any) -> int:
@@ -902,7 +902,8 @@ def invalidate_key(
     language = language or translation.get_language() or ""
     material = _material(media_type, format, language, user_part, key)
     with guarded() as client:
-        return bool(client.delete(keyspace.cache_entry_key(namespace, material)))
+        deleted = client.delete(keyspace.cache_entry_key(namespace, material))
+    return bool(deleted)
 
 
 def invalidate_view(
@@ -969,7 +970,8 @@ def invalidate_view(
     if plan is None:
         return False
     with guarded() as client:
-        return bool(client.delete(plan.entry_key))
+        deleted = client.delete(plan.entry_key)
+    return bool(deleted)
 
 
 # -- hit/miss counters -------------------------------------------------------------
