@@ -314,7 +314,8 @@ def _m2m_through_models(model: type[models.Model]) -> set[type[models.Model]]:
     through: set[type[models.Model]] = set()
     for f in model._meta.get_fields(include_hidden=True):
         if f.many_to_many:
-            candidate = getattr(f.remote_field, "through", None) if f.concrete else f.through
+            holder: Any = f.remote_field if f.concrete else f
+            candidate = getattr(holder, "through", None)
             if isinstance(candidate, type):
                 through.add(candidate)
     return through
@@ -713,7 +714,7 @@ def _on_pre_save(
     if rule is None or instance.pk is None or not rule.needs_old_state:
         return
     if update_fields is not None and not rule.functions:
-        attnames = {sender._meta.get_field(name).attname for name in update_fields}
+        attnames = {getattr(sender._meta.get_field(n), "attname", n) for n in update_fields}
         if not attnames & rule.tracked_fields:
             return  # the fields the templates read are not being written
     # The row before it is overwritten: its names (a category the product is
@@ -743,6 +744,7 @@ def _m2m_field_names(
 ) -> tuple[str, str] | None:
     """``(instance side, other side)`` names of the through model's foreign keys."""
     owner = model if reverse else type(instance)
+    f: Any
     for f in owner._meta.get_fields():
         if f.many_to_many and f.concrete and f.remote_field.through is through:
             if reverse:
@@ -765,9 +767,9 @@ def _on_m2m_changed(
     if action == "pre_clear":
         # post_clear gives no pk_set: note who was related before the rows go.
         if other_rule is not None:
-            names = _m2m_field_names(sender, instance, model, reverse)
-            if names is not None:
-                mine, theirs = names
+            sides = _m2m_field_names(sender, instance, model, reverse)
+            if sides is not None:
+                mine, theirs = sides
                 pks = set(
                     sender._base_manager.using(using)
                     .filter(**{mine: instance.pk})
@@ -784,13 +786,10 @@ def _on_m2m_changed(
     if rule is not None:
         names = names | rule.names([instance])
     if other_rule is not None and pk_set:
-        others: list[models.Model] = []
-        pks = list(pk_set)
-        queryset = model._base_manager.using(using)
-        if not other_rule.functions:
-            queryset = queryset.only(*other_rule.tracked_fields)
-        for start in range(0, len(pks), _PK_CHUNK):
-            others.extend(queryset.filter(pk__in=pks[start : start + _PK_CHUNK]))
+        if other_rule.needs_old_state:
+            others = _rows_in_db(other_rule, model, pk_set, using)
+        else:
+            others = [model(pk=pk) for pk in pk_set]  # the rules read only the pk: no query
         names = names | other_rule.names(others)
     if names:
         _schedule(names, using, type(instance))
@@ -827,7 +826,9 @@ class InvalidatingQuerySet(models.QuerySet):
         return count
 
     def _write_alias(self) -> str:
-        return self._db or router.db_for_write(self.model, **self._hints)
+        chosen: str | None = self._db  # type: ignore[attr-defined]
+        hints = self._hints  # type: ignore[attr-defined]
+        return chosen or router.db_for_write(self.model, **hints)
 
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> Any:
         rule = self._rule()
@@ -858,16 +859,16 @@ class InvalidatingQuerySet(models.QuerySet):
         return rows
 
     def bulk_update(
-        self, objs: Iterable[models.Model], fields: Sequence[str], **kwargs: Any
+        self, objs: Iterable[Any], fields: Iterable[str], batch_size: int | None = None
     ) -> int:
         rule = self._rule()
         if rule is None:
-            return super().bulk_update(objs, fields, **kwargs)
+            return super().bulk_update(objs, fields, batch_size=batch_size)
         objs = list(objs)
         alias = self._write_alias()
         with transaction.atomic(using=alias, savepoint=False):
             old = _rows_in_db(rule, self.model, [obj.pk for obj in objs], alias)
-            count = super().bulk_update(objs, fields, **kwargs)
+            count = super().bulk_update(objs, fields, batch_size=batch_size)
             _schedule(rule.names([*old, *objs]), alias, self.model)
         return count
 

@@ -44,7 +44,7 @@ def _canonical(model: type[models.Model] | None, field_name: str, value: Any) ->
     if model is None:
         return str(value)
     try:
-        model_field = model._meta.get_field(field_name)
+        model_field: Any = model._meta.get_field(field_name)
         target = getattr(model_field, "target_field", None) or model_field
         return str(target.to_python(value))
     except (ValidationError, ValueError, TypeError, LookupError):
@@ -73,7 +73,8 @@ class InvalidateOnWriteMixin:
         with invalidation.batch():
             response = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
             if response.status_code < 400:
-                names = self._drt_names | self.get_collection_invalidation_names(self.request)
+                request = self.request  # type: ignore[attr-defined]
+                names = self._drt_names | self.get_collection_invalidation_names(request)
                 for obj in self._drt_touched:
                     if obj.pk is not None:  # deleted objects were recorded before deletion
                         names = names | self.get_invalidation_names(obj)
@@ -103,7 +104,8 @@ class InvalidateOnWriteMixin:
 
     def get_object(self) -> Any:
         obj = super().get_object()  # type: ignore[misc]
-        if self.request.method not in SAFE_METHODS and hasattr(self, "_drt_touched"):
+        method = self.request.method  # type: ignore[attr-defined]
+        if method not in SAFE_METHODS and hasattr(self, "_drt_touched"):
             self._record(obj)  # its names before the write (e.g. its old category)
             self._drt_touched.append(obj)  # and after, once the request succeeded
         return obj
