@@ -818,6 +818,8 @@ class InvalidatingQuerySet(models.QuerySet):
         alias = self._write_alias()
         with transaction.atomic(using=alias, savepoint=False):
             matched = self.using(alias)
+            if matched._fields is not None:  # type: ignore[attr-defined]  # .values().update()
+                matched = self.model._base_manager.using(alias).filter(pk__in=matched.values("pk"))
             before = list(matched if rule.functions else matched.only(*rule.tracked_fields))
             count = super().update(**kwargs)
             # The update may have moved rows to other names: read them again.

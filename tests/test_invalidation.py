@@ -225,6 +225,13 @@ def test_an_upsert_invalidates_the_category_of_the_row_it_overwrites(shop, catal
     assert gens.bumped() == set(gens.names)
 
 
+def test_update_of_a_values_queryset_invalidates_too(shop, catalog):
+    product = catalog.products[0]
+    gens = Generations([f"product:{product.pk}"])
+    assert Product.objects.filter(pk=product.pk).values("name").update(name="values") == 1
+    assert gens.bumped() == {f"product:{product.pk}"}
+
+
 def test_queryset_update_inside_a_rolled_back_transaction_invalidates_nothing(shop, catalog):
     gens = Generations(["products:all"])
     with pytest.raises(RuntimeError), transaction.atomic():
