@@ -51,6 +51,7 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import parse_etags
 from rest_framework import permissions
 from rest_framework.generics import GenericAPIView
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -633,6 +634,8 @@ def _cacheable(view: Any, request: Request, response: HttpResponseBase, plan: _P
     """The rules no hook can relax: 200 only, no cookies, no streaming, no no-store."""
     if response.status_code != 200 or response.streaming:
         return False
+    if isinstance(getattr(request, "accepted_renderer", None), BrowsableAPIRenderer):
+        return False  # an HTML page with forms, CSRF tokens and the user's name
     if response.cookies or response.has_header("Set-Cookie"):
         return False
     cache_control = response.get("Cache-Control")
@@ -711,6 +714,8 @@ def _compute(
     started = time.perf_counter()
     cacheable = False
     etag = ""
+    meta = request._request.META
+    csrf_before = meta.get("CSRF_COOKIE_NEEDS_UPDATE")
     try:
         response = handler(request, *args, **kwargs)
         # Render now, as DRF would right after: dispatch() finalizing it a
@@ -723,6 +728,9 @@ def _compute(
             render = getattr(response, "render", None)
             if render is not None:
                 render()
+        if cacheable and not csrf_before and meta.get("CSRF_COOKIE_NEEDS_UPDATE"):
+            cacheable = False  # the body holds a CSRF token (a form): it is this client's
+        if cacheable:
             body = response.content  # type: ignore[attr-defined]
             etag = response.get("ETag") or ""
             hashed = not etag
@@ -730,11 +738,11 @@ def _compute(
                 etag = make_etag(body)
                 response["ETag"] = etag
             compute_ms = int((time.perf_counter() - started) * 1000)
-            value, meta = _encode(cast(int, gen), compute_ms, response, body, etag, hashed)
+            value, meta_raw = _encode(cast(int, gen), compute_ms, response, body, etag, hashed)
             _store(plan, cast(int, gen), value, token)
             token = None  # cache_set.lua released it
-            headers = json.loads(meta)["h"]
-            _local_bodies.put(plan.entry_key, _Entry(etag, meta, 200, headers, hashed, body))
+            headers = json.loads(meta_raw)["h"]
+            _local_bodies.put(plan.entry_key, _Entry(etag, meta_raw, 200, headers, hashed, body))
     finally:
         if token is not None:
             _release(plan, token, pass_through=not cacheable)

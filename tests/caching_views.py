@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from django.middleware.csrf import get_token
 from django.urls import path
 from rest_framework import permissions, serializers, viewsets
 from rest_framework.decorators import action
@@ -89,6 +90,8 @@ class Echo(CacheResponseMixin, APIView):
             response["Vary"] = params["vary"]
         if "big" in params:
             response.data = {"filler": "widget " * int(params["big"])}
+        if "csrf" in params:
+            response.data = {"form_token": get_token(request._request)}
         return response
 
 

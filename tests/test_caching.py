@@ -123,12 +123,28 @@ def test_query_parameter_order_does_not_matter_but_values_do(backend):
 
 def test_negotiated_format_is_part_of_the_key(backend):
     client = APIClient()
-    json_response = client.get("/echo/?f=1", HTTP_ACCEPT="application/json")
-    html_response = client.get("/echo/?f=1", HTTP_ACCEPT="text/html")
-    assert json_response["X-Cache"] == html_response["X-Cache"] == "MISS"
-    assert html_response["Content-Type"].startswith("text/html")
+    compact = client.get("/echo/?f=1", HTTP_ACCEPT="application/json")
+    indented = client.get("/echo/?f=1", HTTP_ACCEPT="application/json; indent=4")
+    assert compact["X-Cache"] == indented["X-Cache"] == "MISS"
+    assert indented.content != compact.content and b"\n    " in indented.content
     again = client.get("/echo/?f=1", HTTP_ACCEPT="application/json")
-    assert again["X-Cache"] == "HIT" and again["Content-Type"] == "application/json"
+    assert again["X-Cache"] == "HIT" and again.content == compact.content
+
+
+def test_the_browsable_api_is_never_cached(backend, users):
+    client = client_for(users[0])
+    for _ in range(2):
+        page = client.get("/echo/?f=2", HTTP_ACCEPT="text/html")
+        assert page["Content-Type"].startswith("text/html")
+        assert page["X-Cache"] == "MISS" and b"alice" in page.content
+    assert entry_keys(backend) == []
+
+
+def test_a_body_holding_a_csrf_token_is_never_cached(backend):
+    client = APIClient()
+    for _ in range(2):
+        assert client.get("/echo/?csrf=1")["X-Cache"] == "MISS"
+    assert CALLS["echo"] == 2
 
 
 def test_language_is_part_of_the_key(backend):
