@@ -30,23 +30,25 @@ MAX_COST = 10_000
 class _Tokens:
     """Unique log members without a syscall per request: a per-process random prefix + a counter.
 
-    The prefix is drawn again after a fork, so two processes never share one.
+    The prefix is drawn again in every forked child, at the fork, before any of the
+    child's threads run: two processes never share one, or members would collide
+    and a request would be admitted without being counted.
     """
 
     def __init__(self) -> None:
-        self.pid = -1
-        self.prefix = ""
-        self.counter = itertools.count()
+        self.reset()
+
+    def reset(self) -> None:
+        # One tuple, swapped at once: a thread never pairs a new prefix with an old counter.
+        self.state = (secrets.token_hex(8), itertools.count())
 
     def next(self) -> str:
-        if self.pid != os.getpid():
-            self.pid = os.getpid()
-            self.prefix = secrets.token_hex(6)
-            self.counter = itertools.count()
-        return f"{self.prefix}{next(self.counter):x}"
+        prefix, counter = self.state
+        return f"{prefix}{next(counter):x}"
 
 
 _tokens = _Tokens()
+os.register_at_fork(after_in_child=_tokens.reset)
 
 
 @dataclass(slots=True)

@@ -135,3 +135,40 @@ def test_counter_variant_never_exceeds_the_limit_within_one_window(generous, lim
     # The whole run fits in one minute: at most the limit, plus what the previous fixed
     # window's decay can free if the run straddles a minute boundary (under 2%).
     assert limit * 0.98 <= admitted <= limit + limit // 50 + 1
+
+
+def _tokens_in_child(queue):
+    from drf_redis_toolkit.ratelimit import _tokens
+
+    out: list[str] = []
+    lock = threading.Lock()
+
+    def thread():
+        mine = [_tokens.next() for _ in range(200)]
+        with lock:
+            out.extend(mine)
+
+    threads = [threading.Thread(target=thread) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    queue.put(out)
+
+
+def test_log_members_never_collide_across_forked_processes():
+    """Colliding members would make ZADD update instead of add: admitted but not counted."""
+    from drf_redis_toolkit.ratelimit import _tokens
+
+    parent = {_tokens.next() for _ in range(10)}  # the parent has used its prefix already
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_tokens_in_child, args=(queue,)) for _ in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    tokens = [token for _ in procs for token in queue.get(timeout=60)]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert len(tokens) == PROCESSES * THREADS * 200
+    assert len(set(tokens)) == len(tokens)
+    assert not parent & set(tokens)
