@@ -544,6 +544,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @contextlib.contextmanager
 def signals_as_exceptions() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C even when started from a shell that ignores SIGINT in background jobs.
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
@@ -566,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(describe(summary), flush=True)
                     results.append(summary)
         except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({exc or 'Ctrl-C'}); everything started was stopped")
+            log(f"interrupted ({str(exc) or 'Ctrl-C'}); everything started was stopped")
             return 130
         except RuntimeError as exc:
             log(f"failed: {exc}")
