@@ -12,6 +12,7 @@ from rest_framework_extensions.cache.decorators import cache_response as ext_cac
 
 from cache_bench_app.models import BenchProduct
 from drf_redis_toolkit.caching import CacheResponseMixin
+from drf_redis_toolkit.connection import guarded
 
 
 class ProductSerializer(serializers.ModelSerializer):
@@ -45,8 +46,18 @@ class Empty(APIView):
         return Response({})
 
 
+class EmptyPlusGet(APIView):
+    """The floor of any hit: DRF's checks, one Redis GET, a tiny response."""
+
+    def get(self, request: Any) -> Response:
+        with guarded() as client:
+            client.get("bench:probe")
+        return Response({})
+
+
 urlpatterns = [
     path("empty/", Empty.as_view()),
+    path("empty-get/", EmptyPlusGet.as_view()),
     path("uncached/", ProductList.as_view()),
     path("ours/", OurProductList.as_view()),
     path("ours-per-user/", OurPerUserProductList.as_view()),
