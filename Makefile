@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test,load,speed,bench]"
+	$(BIN)/python -m pip install -q -e ".[sample,test,load,speed,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

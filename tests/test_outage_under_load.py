@@ -13,49 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests import servers
 from tests.conftest import _unavailable
+from tests.sample_server import http, sample_api, staff_token
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_api"
 WORKERS, THREADS, CLIENTS = 2, 4, 4
 SOCKET_TIMEOUT = 0.25  # the toolkit's default
 COOLDOWN = 5.0  # the toolkit's default
-
-
-def _request(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Accept", "application/json")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Token {token}")
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
-            return (
-                response.status,
-                response.read(),
-                dict(response.headers),
-                time.monotonic() - started,
-            )
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers), time.monotonic() - started
 
 
 class Load:
@@ -77,7 +48,7 @@ class Load:
         while not self.stop.is_set() and time.monotonic() < deadline:
             path = paths[n % len(paths)]
             n += 1
-            status, _, _, elapsed = _request(self.base + path)
+            status, _, _, elapsed = http(self.base + path)
             with self.lock:
                 self.log.append((self.phase, status, elapsed))
 
@@ -92,79 +63,27 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @pytest.fixture
-def sample_server(tmp_path):
+def sample_server():
     if servers.redis_server_binary() is None:
         _unavailable("redis-server is not installed")
     redis_process = servers.start_redis()
-    workdir = Path(tempfile.mkdtemp(prefix="drt-outage-"))
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REDIS_URL": redis_process.url,
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "DJANGO_DEBUG": "0",
-        "SHOP_RATE_ANON": "100000/hour",
-        "SHOP_RATE_USER": "100000/hour",
-    }
-    for argv in (
-        ["migrate", "--noinput", "-v", "0"],
-        ["seed_demo", "--products", "60", "--users", "2"],
-    ):
-        subprocess.run(
-            [sys.executable, str(SAMPLE / "manage.py"), *argv],
-            env=env, check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
-    port = servers.free_port()
-    log = (workdir / "gunicorn.log").open("wb")
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--chdir", str(SAMPLE), "--bind", f"127.0.0.1:{port}",
-            "--workers", str(WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
-            "--timeout", "60", "--log-level", "warning",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    rates = {"SHOP_RATE_ANON": "100000/hour", "SHOP_RATE_USER": "100000/hour"}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _request(base + "/api/categories/")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or gunicorn.poll() is not None:
-                raise RuntimeError((workdir / "gunicorn.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield base, redis_process
+        with sample_api(redis_process.url, workers=WORKERS, threads=THREADS, env=rates) as base:
+            yield base, redis_process
     finally:
-        if gunicorn.poll() is None:
-            os.killpg(gunicorn.pid, signal.SIGTERM)
-            try:
-                gunicorn.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(gunicorn.pid, signal.SIGKILL)
-                gunicorn.wait(timeout=5)
-        log.close()
         redis_process.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_freeze_kill_restart_under_load(sample_server, capsys):
     base, redis_process = sample_server
-    status, body, _, _ = _request(
-        base + "/api/auth/token/", "POST", {"username": "admin", "password": "admin-pass"}
-    )
-    assert status == 200
-    token = json.loads(body)["token"]
-    listing = json.loads(_request(base + "/api/products/")[1])
+    token = staff_token(base)
+    listing = json.loads(http(base + "/api/products/")[1])
     product_ids = [item["id"] for item in listing["results"]]
     watched = product_ids[0]
     detail = base + f"/api/products/{watched}/"
-    assert _request(detail)[0] == 200
-    assert _request(detail)[2]["X-Cache"] == "HIT"  # cached before the outage
+    assert http(detail)[0] == 200
+    assert http(detail)[2]["X-Cache"] == "HIT"  # cached before the outage
 
     load = Load(base, product_ids)
     threads = [threading.Thread(target=load.run, args=(i,)) for i in range(CLIENTS)]
@@ -177,9 +96,9 @@ def test_freeze_kill_restart_under_load(sample_server, capsys):
         frozen_at = time.monotonic()
         time.sleep(1)
         # A staff write while Redis is frozen: the database takes it, the invalidation waits.
-        status, body, _, _ = _request(detail, "PATCH", {"price": "777.00"}, token)
+        status, body, _, _ = http(detail, "PATCH", {"price": "777.00"}, token)
         assert status == 200, body
-        assert json.loads(_request(detail)[1])["price"] == "777.00"  # cache bypassed: fresh
+        assert json.loads(http(detail)[1])["price"] == "777.00"  # cache bypassed: fresh
         time.sleep(2)
         load.phase = "thawed"
         redis_process.resume()
@@ -187,7 +106,7 @@ def test_freeze_kill_restart_under_load(sample_server, capsys):
         thawed_at = time.monotonic()
         stale_seen, fresh_since = 0, None
         while time.monotonic() - thawed_at < 15:
-            price = json.loads(_request(detail)[1])["price"]
+            price = json.loads(http(detail)[1])["price"]
             if price != "777.00":
                 stale_seen += 1
                 fresh_since = None
@@ -210,11 +129,11 @@ def test_freeze_kill_restart_under_load(sample_server, capsys):
         deadline = time.monotonic() + 3 * COOLDOWN
         hit = False
         while time.monotonic() < deadline and not hit:
-            _request(detail)
-            hit = _request(detail)[2].get("X-Cache") == "HIT"
+            http(detail)
+            hit = http(detail)[2].get("X-Cache") == "HIT"
             time.sleep(0.1)
         assert hit, "caching did not resume after Redis came back"
-        assert json.loads(_request(detail)[1])["price"] == "777.00"
+        assert json.loads(http(detail)[1])["price"] == "777.00"
         time.sleep(1)
     finally:
         load.stop.set()

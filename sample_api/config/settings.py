@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_redis_toolkit",
+    "drf_spectacular",
     "catalog",
     "carts",
 ]
@@ -143,6 +144,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PAGINATION_CLASS": "catalog.pagination.ProductPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 20,
     "DEFAULT_THROTTLE_CLASSES": [
         "drf_redis_toolkit.throttling.AnonSlidingWindowThrottle",
@@ -185,3 +187,9 @@ if SHOP_BASELINE:
         for scope, rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items()
     }
     SHOP_CART_WRITE_THROTTLE = "rest_framework.throttling.ScopedRateThrottle"
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "drf-redis-toolkit sample shop",
+    "DESCRIPTION": "Categories, products and carts, cached and throttled on Redis.",
+    "VERSION": "1.0.0",
+}

@@ -4,6 +4,7 @@ from carts.views import CartItemViewSet, CartViewSet
 from catalog.views import CategoryViewSet, ProductViewSet
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
@@ -16,5 +17,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/cart/", CartViewSet.as_view({"get": "retrieve"}), name="cart"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include(router.urls)),
 ]
