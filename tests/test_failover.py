@@ -140,3 +140,65 @@ def test_cluster_failover_is_followed_without_a_restart(cluster_with_replicas):
         }
         assert redis_client.clear_pattern("item:*") == 60
     print(f"\nCluster fail-over: {failures} calls refused while the replica took over")
+
+
+def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas, capsys):
+    """Kill a master while gunicorn serves the sample API on the cluster: no 5xx, then it heals."""
+    import json
+    import threading
+
+    from tests.sample_server import http, sample_api
+
+    cluster = cluster_with_replicas
+    rates = {
+        "REDIS_CLUSTER": "1",
+        "SHOP_RATE_ANON": "100000/hour",
+        "SHOP_RATE_USER": "100000/hour",
+        "SHOP_RATE_CART_WRITE": "2/min",
+    }
+    with sample_api(cluster.url, workers=2, threads=2, env=rates) as base:
+        ids = [p["id"] for p in json.loads(http(base + "/api/products/")[1])["results"]]
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def reader(offset: int) -> None:
+            n = offset
+            deadline = time.monotonic() + 90
+            while not stop.is_set() and time.monotonic() < deadline:
+                statuses.append(http(base + f"/api/products/{ids[n % len(ids)]}/")[0])
+                n += 1
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(1)
+            victim = next(n for n in cluster.nodes if _role(n) == "master")
+            _kill(victim)
+            killed_at = len(statuses)
+            # Heal: a detail is cached again (MISS then HIT) once the replica took over.
+            detail = base + f"/api/products/{ids[0]}/"
+            deadline = time.monotonic() + 60
+            healed = False
+            while time.monotonic() < deadline and not healed:
+                http(detail)
+                healed = http(detail)[2].get("X-Cache") == "HIT"
+                time.sleep(0.2)
+            assert healed, "the cache did not come back after the fail-over"
+            time.sleep(1)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        # Throttles work again: cart writes at 2/min, the third is refused.
+        login = {"username": "demo1", "password": "demo-pass"}
+        token = json.loads(http(base + "/api/auth/token/", "POST", login)[1])["token"]
+        item = {"product": ids[1], "quantity": 1}
+        burst = [http(base + "/api/cart/items/", "POST", item, token)[0] for _ in range(3)]
+    assert all(s == 200 for s in statuses), sorted(set(statuses))
+    assert burst[2] == 429 and all(s in (200, 201) for s in burst[:2]), burst
+    with capsys.disabled():
+        print(
+            f"\nCluster fail-over under load: {len(statuses)} reads ({len(statuses) - killed_at} "
+            f"after the kill), all 200; throttle answers after healing {burst}"
+        )
