@@ -18,7 +18,7 @@ import redis
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.conf import toolkit_settings
-from drf_redis_toolkit.connection import guarded
+from drf_redis_toolkit.connection import guarded, is_cluster
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.scripts import run_script
 
@@ -168,12 +168,14 @@ class RedisClient:
 
     def info(self, section: str | None = None) -> dict[str, Any]:
         """``INFO`` as one dict; on a cluster, numbers are summed over the masters."""
+        args = [section] if section else []
         with guarded() as client:
+            if is_cluster(client):
+                return merge_info(client.info(*args, target_nodes=client.PRIMARIES))
             try:
-                raw = client.info(section) if section else client.info()
+                return client.info(*args)
             except redis.ResponseError:
                 return {}  # a server without INFO (the embedded fakeredis fallback)
-        return merge_info(raw)
 
     def stats(self) -> dict[str, Any]:
         """The seed's cache statistics: connections, commands, hits, misses, hit rate."""
@@ -217,18 +219,24 @@ class RedisClient:
         return result
 
 
-def merge_info(raw: dict[str, Any]) -> dict[str, Any]:
-    """Fold a cluster's ``{node: info}`` answer into one dict (sums of numbers)."""
-    if raw and all(isinstance(v, dict) for v in raw.values()) and "redis_version" not in raw:
-        merged: dict[str, Any] = {}
-        for node_info in raw.values():
-            for k, v in node_info.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    merged[k] = merged.get(k, 0) + v
-                else:
-                    merged.setdefault(k, v)
-        return merged
-    return raw
+def merge_info(per_node: dict[str, Any]) -> dict[str, Any]:
+    """Fold a cluster's ``{node: info}`` answer into one dict: numbers are summed
+    (also inside nested sections such as ``db0``), other values come from the first node."""
+    merged: dict[str, Any] = {}
+    for node_info in per_node.values():
+        _add_into(merged, node_info)
+    return merged
+
+
+def _add_into(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _add_into(total.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            previous = total.get(key, 0)
+            total[key] = previous + value if isinstance(previous, (int, float)) else value
+        else:
+            total.setdefault(key, value)
 
 
 def _today() -> int:

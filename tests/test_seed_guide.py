@@ -199,3 +199,21 @@ def test_cache_stats_command(backend):
     assert "hit_rate" in stats and "keyspace" in stats
     if backend.is_real:
         assert stats["used_memory"] > 0
+
+
+def test_cache_stats_reports_the_keyspace(backend):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from drf_redis_toolkit.client import redis_client
+
+    if not backend.is_real:
+        return  # fakeredis has no INFO
+    redis_client.set_many({f"k:{i}": i for i in range(30)}, timeout=600)
+    out = StringIO()
+    call_command("cache_stats", "--json", stdout=out)
+    keyspace = json.loads(out.getvalue())["keyspace"]
+    assert keyspace["db0"]["keys"] == 30  # summed over the masters on a cluster
+    assert keyspace["db0"]["expires"] == 30
