@@ -15,34 +15,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_UNITS = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "m": 60,
-    "min": 60,
-    "minute": 60,
-    "h": 3600,
-    "hour": 3600,
-    "d": 86400,
-    "day": 86400,
-}
-_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([A-Za-z]+)\s*$")
+from django.core.exceptions import ImproperlyConfigured
+
+from drf_redis_toolkit.rates import parse_rate as toolkit_parse_rate
 
 
 def parse_rate(rate: str) -> list[tuple[int, int]]:
     """``"20/s,600/min"`` -> ``[(20, 1), (600, 60)]`` (limit, window in seconds).
 
-    The toolkit's grammar; DRF's ``"20/s"`` parses the same way.
+    The toolkit's own parser (DRF's ``"20/s"`` parses the same way); a malformed
+    rate raises ``ValueError``.
     """
-    limits = []
-    for part in rate.split(","):
-        match = _LIMIT_RE.match(part)
-        if not match or match.group(3).lower() not in _UNITS:
-            raise ValueError(f"malformed rate {rate!r}")
-        count, k, unit = match.groups()
-        limits.append((int(count), (int(k) if k else 1) * _UNITS[unit.lower()]))
-    return sorted(limits, key=lambda lw: lw[1])
+    try:
+        limits = toolkit_parse_rate(rate, setting="load test rate")
+    except ImproperlyConfigured as exc:
+        raise ValueError(str(exc)) from exc
+    return [(limit.limit, limit.window) for limit in limits]
 
 
 # -- over-admission ----------------------------------------------------------------
