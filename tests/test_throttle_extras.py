@@ -56,3 +56,19 @@ def test_memory_per_client_at_the_limit(real_backend, limit, capsys):
         print(f"\nMEMORY USAGE at {limit}/hour: log {sizes['sw']} B, counter {sizes['swc']} B")
     assert sizes[ratelimit.COUNTER] < 200
     assert sizes[ratelimit.LOG] > limit * 20
+
+
+def test_counter_memory_stays_constant_whatever_the_gaps(backend):
+    """Counters of windows older than the previous one are dropped, even after idle windows."""
+    limits = parse_rate("5/min,100/hour")
+    key = keyspace.throttle_key(ratelimit.COUNTER, "gaps", "client")
+    seconds, _ = backend.raw.time()
+    minute, hour = 60_000_000, 3_600_000_000
+    now_us = seconds * 1_000_000
+    stale = {f"{minute}:{now_us // minute - n}": 1 for n in (2, 3, 7)}
+    stale[f"{hour}:{now_us // hour - 4}"] = 1
+    backend.raw.hset(key, mapping=stale)
+    assert ratelimit.decide(ratelimit.COUNTER, "gaps", "client", limits).allowed
+    fields = {f.decode() for f in backend.raw.hkeys(key)}
+    assert not fields & set(stale)
+    assert len(fields) == 2  # this minute's and this hour's counters

@@ -23,8 +23,9 @@ for i = 1, n do
   local idx = math.floor(now / w)
   local start = idx * w
   local cur_field = w .. ':' .. idx
-  local cur = tonumber(redis.call('HGET', key, cur_field) or '0')
-  local prev = tonumber(redis.call('HGET', key, w .. ':' .. (idx - 1)) or '0')
+  local both = redis.call('HMGET', key, cur_field, w .. ':' .. (idx - 1))
+  local cur = tonumber(both[1] or '0')
+  local prev = tonumber(both[2] or '0')
   local left = (start + w - now) / w
   local estimate = prev * left + cur
   local retry = 0
@@ -48,8 +49,16 @@ end
 if admitted == 1 and record and cost > 0 then
   for i = 1, n do
     local s = state[i]
-    redis.call('HINCRBY', key, s[4], cost)
-    redis.call('HDEL', key, s[2] .. ':' .. (s[3] - 2))
+    if redis.call('HINCRBY', key, s[4], cost) == cost then
+      -- The first request of a new fixed window: drop this limit's counters older than
+      -- the previous window (however many windows passed), so memory stays constant.
+      local prefix = s[2] .. ':'
+      for _, f in ipairs(redis.call('HKEYS', key)) do
+        if string.sub(f, 1, #prefix) == prefix and tonumber(string.sub(f, #prefix + 1)) < s[3] - 1 then
+          redis.call('HDEL', key, f)
+        end
+      end
+    end
     s[5] = s[5] + cost
   end
   redis.call('PEXPIRE', key, math.ceil(2 * max_window / 1000))
