@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -85,6 +85,39 @@ class RedisClient:
         with guarded() as client:
             raw = client.get(keyspace.client_key(key))
         return loads(raw, default)
+
+    def get_or_set(
+        self, key: str, compute: Callable[[], Any], timeout: Any = DEFAULT_TIMEOUT
+    ) -> Any:
+        """Return the cached value of ``key``, or ``compute()`` it and cache it.
+
+        Safe against the read/invalidate race: the generation of the name ``key``
+        (bumped by every invalidation of ``key``, see ``INVALIDATION``) is read
+        before ``compute()`` runs and again after the value is stored; if it moved,
+        the value may predate the invalidation and is deleted at once instead of
+        living until its TTL. ``None`` is never cached. While Redis is unreachable
+        this is just ``compute()``.
+        """
+        from drf_redis_toolkit.generations import read_generations
+
+        missing = object()
+        try:
+            cached = self.get(key, default=missing)
+            if cached is not missing:
+                return cached
+            before = read_generations(key)[key]
+        except RedisUnavailable:
+            return compute()
+        value = compute()
+        if value is None:
+            return None
+        try:
+            self.set(key, value, timeout=timeout)
+            if read_generations(key)[key] != before:
+                self.delete(key)  # invalidated while we computed: don't keep it
+        except RedisUnavailable:
+            pass
+        return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return ``{key: value}`` for the keys that exist, in one round trip."""

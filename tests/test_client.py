@@ -234,3 +234,46 @@ def test_expired_keys_disappear_on_a_real_server(real_backend):
         time.sleep(0.05)
     assert redis_client.exists("short") is False
     assert redis_client.get_ttl("short") == 0
+
+
+def test_get_or_set_computes_once_then_serves_the_cache(backend):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"id": 7}
+
+    assert redis_client.get_or_set("product:7", compute, timeout=60) == {"id": 7}
+    assert redis_client.get_or_set("product:7", compute, timeout=60) == {"id": 7}
+    assert len(calls) == 1
+    assert 50 <= redis_client.get_ttl("product:7") <= 60
+    assert redis_client.get_or_set("missing", lambda: None) is None
+    assert redis_client.exists("missing") is False
+    redis_client.set("falsy", 0)
+    assert redis_client.get_or_set("falsy", lambda: 1) == 0  # a cached falsy value is a hit
+
+
+def test_get_or_set_drops_a_value_invalidated_while_it_was_computed(backend):
+    from drf_redis_toolkit.generations import bump_generations
+
+    def compute_racing_a_writer():
+        value = {"price": "old"}  # read from the database ...
+        bump_generations("product:8")  # ... then a writer commits and invalidates
+        return value
+
+    assert redis_client.get_or_set("product:8", compute_racing_a_writer) == {"price": "old"}
+    assert redis_client.exists("product:8") is False  # the possibly stale copy is gone
+    assert redis_client.get_or_set("product:8", lambda: {"price": "new"}) == {"price": "new"}
+    assert redis_client.get("product:8") == {"price": "new"}
+
+
+def test_get_or_set_computes_while_redis_is_down(redis_server):
+    from django.test import override_settings
+
+    from tests import servers
+
+    server = servers.start_redis()
+    url = server.url
+    server.stop()
+    with override_settings(DRF_REDIS_TOOLKIT={"REDIS_URL": url}):
+        assert redis_client.get_or_set("k", lambda: 42) == 42

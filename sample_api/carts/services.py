@@ -1,6 +1,7 @@
 """The seed guide's Example 2 (cart cache), as written against the toolkit.
 
-``get_user_cart`` caches with ``cache_user_cart`` under ``cart:user:{user_id}``;
+``get_user_cart`` caches under ``cart:user:{user_id}`` (the key of ``cache_user_cart``) with
+``redis_client.get_or_set``;
 the rules in ``carts/invalidation.py`` delete that key (and bump its
 generation) whenever an item of the cart or a product in it changes, after the
 commit, so ``update_cart_item`` needs no hand-written ``redis_client.delete``.
@@ -13,47 +14,33 @@ from typing import Any
 from django.db import transaction
 
 from carts.models import Cart, CartItem
-from drf_redis_toolkit.client import cache_user_cart, get_cached_cart, redis_client
-from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.generations import read_generations
+from drf_redis_toolkit.client import redis_client
 
 
 def get_user_cart(user_id: int) -> dict[str, Any] | None:
     """Get a user's cart with caching (a Redis outage is a cache miss)."""
-    name = f"cart:user:{user_id}"
-    try:
-        cached = get_cached_cart(user_id)
-        if cached:
-            return cached
-        before = read_generations(name)[name]
-    except RedisUnavailable:
-        before = None
-    try:
-        cart = Cart.objects.get(user_id=user_id)
-    except Cart.DoesNotExist:
-        return None
-    items = list(CartItem.objects.filter(cart=cart).select_related("product"))
-    data = {
-        "cart_id": cart.id,
-        "total_items": len(items),
-        "items": [
-            {
-                "product_id": item.product.id,
-                "name": item.product.name,
-                "quantity": item.quantity,
-                "price": str(item.product.price),
-            }
-            for item in items
-        ],
-    }
-    if before is not None:
+
+    def load() -> dict[str, Any] | None:
         try:
-            cache_user_cart(user_id, data, timeout=1800)
-            if read_generations(name)[name] != before:
-                redis_client.delete(name)  # invalidated while we read: don't keep it
-        except RedisUnavailable:
-            pass
-    return data
+            cart = Cart.objects.get(user_id=user_id)
+        except Cart.DoesNotExist:
+            return None
+        items = list(CartItem.objects.filter(cart=cart).select_related("product"))
+        return {
+            "cart_id": cart.id,
+            "total_items": len(items),
+            "items": [
+                {
+                    "product_id": item.product.id,
+                    "name": item.product.name,
+                    "quantity": item.quantity,
+                    "price": str(item.product.price),
+                }
+                for item in items
+            ],
+        }
+
+    return redis_client.get_or_set(f"cart:user:{user_id}", load, timeout=1800)
 
 
 def update_cart_item(user_id: int, product_id: int, quantity: int) -> CartItem | None:
