@@ -25,18 +25,14 @@ raw bytes, never pickle, so whatever is planted in Redis cannot run code here.
 
 from __future__ import annotations
 
-import atexit
 import functools
-import hashlib
 import json
 import logging
 import math
 import os
 import random
-import threading
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -56,7 +52,15 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
+from drf_redis_toolkit.cache_entries import (
+    Entry,
+    encode_entry,
+    local_bodies,
+    make_etag,
+    parse_entry,
+)
+from drf_redis_toolkit.cache_stats import counters, namespace_stats
+from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.connection import guarded
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.generations import bump_generations
@@ -87,36 +91,12 @@ DEFAULT_LOCK_TIMEOUT = 3.0
 XFETCH_BETA = 1.0
 #: Milliseconds waiters skip waiting after the lock holder found the answer uncacheable.
 PASS_THROUGH_MS = 1000
-#: Seconds between flushes of the in-process hit/miss counters to Redis.
-STATS_FLUSH_INTERVAL = 5.0
-#: zlib level: 1 costs half the CPU of the default on a miss and decompresses faster,
-#: for a few percent more bytes.
-COMPRESS_LEVEL = 1
-#: Bytes of decompressed bodies each process keeps, by entry key and ETag, so that a
-#: hot entry crosses the network and zlib once per process, not once per request.
-LOCAL_BODIES_MAX_BYTES = 8 * 1024 * 1024
-#: Bodies larger than this are never kept in process.
-LOCAL_BODY_MAX_BYTES = 512 * 1024
 
 _CACHE_ERRORS: tuple[type[BaseException], ...] = (RedisUnavailable, redis.RedisError)
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
 # States returned by cache_get.lua.
 _HIT, _LOCKED, _WAIT, _PASS, _REFRESH, _UNCHANGED = 0, 1, 2, 3, 4, 5
-# Headers that describe one exchange, not the resource: never stored.
-_UNSTORED_HEADERS = frozenset(
-    {
-        "set-cookie",
-        "date",
-        "age",
-        "content-length",
-        "etag",
-        "x-cache",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-    }
-)
 # Headers a 304 repeats from the full response (RFC 9110, section 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({"cache-control", "content-location", "expires", "vary"})
 # Request headers a response may vary on and still be cached: the key covers them.
@@ -430,125 +410,7 @@ def _wait(plan: _Plan, token: str, offer: str) -> tuple[int | None, bytes, int]:
     return gen, b"", _PASS
 
 
-# -- entries ---------------------------------------------------------------------
-
-
-def make_etag(body: bytes) -> str:
-    """A strong ETag that changes exactly when the bytes do (SHA-256 is hardware-fast)."""
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def _encode(
-    gen: int, compute_ms: int, response: HttpResponseBase, body: bytes, etag: str, hashed: bool
-) -> tuple[bytes, bytes]:
-    """Return ``(entry, metadata)``: ``"<gen> <ms> <etag>\\n<metadata>\\n<body>"``."""
-    headers = {k: v for k, v in response.items() if k.lower() not in _UNSTORED_HEADERS}
-    compressed = 0
-    if len(body) >= toolkit_settings.CACHE_COMPRESS_MIN_BYTES:
-        packed = zlib.compress(body, COMPRESS_LEVEL)
-        if len(packed) < len(body):
-            body, compressed = packed, 1
-    meta = json.dumps(
-        {"s": response.status_code, "h": headers, "z": compressed, "n": len(body), "x": hashed},
-        separators=(",", ":"),
-    ).encode()  # ASCII-only: never contains the newline that ends it
-    return b"%d %d %s\n%s\n%s" % (gen, compute_ms, etag.encode(), meta, body), meta
-
-
-class _Entry:
-    """A decoded entry: its ETag, metadata (raw and parsed) and, once known, its body."""
-
-    __slots__ = ("body", "etag", "hashed", "headers", "meta_raw", "size", "status")
-
-    def __init__(
-        self,
-        etag: str,
-        meta_raw: bytes,
-        status: int,
-        headers: dict[str, str],
-        hashed: bool,
-        body: bytes | None,
-    ) -> None:
-        self.etag, self.meta_raw, self.status, self.headers = etag, meta_raw, status, headers
-        self.hashed, self.body = hashed, body
-        self.size = len(body or b"") + len(meta_raw) + 200
-
-
-def _parse(raw: bytes, known: _Entry | None) -> tuple[_Entry, bytes, bool] | None:
-    """Split an entry; ``None`` if corrupt. Returns the entry, its stored body and its zlib flag.
-
-    When ``known`` (a body this process already holds) has the same ETag and
-    metadata, its parsed headers and body are reused: no JSON, no zlib.
-    """
-    try:
-        head, meta_raw, stored = raw.split(b"\n", 2)
-        etag = head.split(b" ", 2)[2].decode()
-        if known is not None and known.etag == etag and known.meta_raw == meta_raw:
-            return known, b"", False
-        meta = json.loads(meta_raw)
-        status, headers, compressed = meta["s"], meta["h"], meta["z"]
-        if (
-            not isinstance(status, int)
-            or not isinstance(headers, dict)
-            or (stored and len(stored) != meta["n"])
-        ):
-            return None
-        return _Entry(etag, meta_raw, status, headers, meta.get("x") == 1, None), stored, compressed
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
-class _LocalBodies:
-    """A small per-process LRU of decompressed bodies, keyed by entry key.
-
-    Only consulted when Redis says the entry's ETag is still the one held here
-    (``cache_get.lua`` state 5), and only for ETags that hash the bytes: so it can
-    never serve bytes Redis would not have, and invalidation stays immediate.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            with self._lock:
-                if key in self._entries:
-                    self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: str, entry: _Entry) -> None:
-        if not entry.hashed or entry.body is None or len(entry.body) > LOCAL_BODY_MAX_BYTES:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.size
-            self._entries[key] = entry
-            self._bytes += entry.size
-            while self._bytes > self.max_bytes and self._entries:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.size
-
-    def discard(self, key: str) -> None:
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= old.size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
-
-_local_bodies = _LocalBodies(LOCAL_BODIES_MAX_BYTES)
-
-
-def _offer(request: Request, known: _Entry | None) -> str:
+def _offer(request: Request, known: Entry | None) -> str:
     """The ETag to show ``cache_get.lua``: a body held here, else the client's."""
     if known is not None:
         return known.etag
@@ -585,7 +447,7 @@ _CORRUPT = object()
 
 
 def _replay(
-    view: Any, request: Request, plan: _Plan, raw: bytes, known: _Entry | None
+    view: Any, request: Request, plan: _Plan, raw: bytes, known: Entry | None
 ) -> HttpResponseBase | object | None:
     """Answer from a stored entry.
 
@@ -593,7 +455,7 @@ def _replay(
     head (the client's ETag matched the entry, but not the way a 304 needs);
     ``_CORRUPT`` after deleting an entry that cannot be decoded.
     """
-    parsed = _parse(raw, known)
+    parsed = parse_entry(raw, known)
     if parsed is None:
         _discard(plan)
         return _CORRUPT
@@ -613,11 +475,11 @@ def _replay(
             return _CORRUPT
         entry.body = body
         entry.size += len(body)
-        _local_bodies.put(plan.entry_key, entry)
+        local_bodies.put(plan.entry_key, entry)
     try:
         response = HttpResponse(body, status=entry.status, headers=entry.headers)
     except (ValueError, TypeError):  # a header Django refuses: corrupt after all
-        _local_bodies.discard(plan.entry_key)
+        local_bodies.discard(plan.entry_key)
         _discard(plan)
         return _CORRUPT
     response["ETag"] = entry.etag
@@ -674,7 +536,7 @@ def _serve(
         return handler(request, *args, **kwargs)
     token = os.urandom(8).hex()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
-    known = _local_bodies.get(plan.entry_key)
+    known = local_bodies.get(plan.entry_key)
     offer = _offer(request, known)
     gen: int | None
     try:
@@ -688,14 +550,14 @@ def _serve(
                 if state == _HIT:
                     response = _replay(view, request, plan, raw, None)
             if isinstance(response, HttpResponseBase):
-                _counters.add(plan.namespace, hit=True)
+                counters.add(plan.namespace, hit=True)
                 return response
             if state in (_HIT, _UNCHANGED):
                 state = _PASS  # corrupt, and deleted: compute and store without the lock
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
         gen, state = None, _PASS
-    _counters.add(plan.namespace, hit=False)
+    counters.add(plan.namespace, hit=False)
     held = token if state in (_LOCKED, _REFRESH) else None
     return _compute(view, request, handler, args, kwargs, plan, gen, held)
 
@@ -738,11 +600,11 @@ def _compute(
                 etag = make_etag(body)
                 response["ETag"] = etag
             compute_ms = int((time.perf_counter() - started) * 1000)
-            value, meta_raw = _encode(cast(int, gen), compute_ms, response, body, etag, hashed)
+            value, meta_raw = encode_entry(cast(int, gen), compute_ms, response, body, etag, hashed)
             _store(plan, cast(int, gen), value, token)
             token = None  # cache_set.lua released it
             headers = json.loads(meta_raw)["h"]
-            _local_bodies.put(plan.entry_key, _Entry(etag, meta_raw, 200, headers, hashed, body))
+            local_bodies.put(plan.entry_key, Entry(etag, meta_raw, 200, headers, hashed, body))
     finally:
         if token is not None:
             _release(plan, token, pass_through=not cacheable)
@@ -980,122 +842,3 @@ def invalidate_view(
     with guarded() as client:
         deleted = client.delete(plan.entry_key)
     return bool(deleted)
-
-
-# -- hit/miss counters -------------------------------------------------------------
-
-
-def _stats_field(namespace: str) -> str:
-    if len(namespace) <= 200:
-        return namespace
-    return namespace[:160] + "~" + keyspace.digest(namespace, 8)
-
-
-class _Counters:
-    """Per-namespace hit/miss counts kept in process, added to Redis every few seconds.
-
-    Counting in Redis on every request would cost a command per request (or make
-    the hit script write); instead the request that finds the counts older than
-    ``STATS_FLUSH_INTERVAL`` sends them all in one script call: one extra round
-    trip per process every few seconds, none on the others.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._pending: dict[str, list[int]] = {}
-        self._due = time.monotonic() + interval
-
-    def add(self, namespace: str, hit: bool) -> None:
-        with self._lock:
-            counts = self._pending.get(namespace)
-            if counts is None:
-                counts = self._pending[namespace] = [0, 0]
-            counts[0 if hit else 1] += 1
-            due = time.monotonic() >= self._due
-        if due:
-            self.flush()
-
-    def reset(self) -> None:
-        with self._lock:
-            self._pending = {}
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            self._due = time.monotonic() + self.interval
-        if not pending:
-            return
-        args: list[Any] = []
-        for namespace, (hits, misses) in pending.items():
-            field = _stats_field(namespace)
-            if hits:
-                args += ["h:" + field, hits]
-            if misses:
-                args += ["m:" + field, misses]
-        try:
-            with guarded() as client:
-                get_script("cache_stats_add")(
-                    keys=[keyspace.cache_stats_key()], args=args, client=client
-                )
-        except _CACHE_ERRORS as exc:
-            _redis_failed(exc)
-            with self._lock:  # keep them for the next flush
-                for namespace, (hits, misses) in pending.items():
-                    counts = self._pending.setdefault(namespace, [0, 0])
-                    counts[0] += hits
-                    counts[1] += misses
-
-
-_counters = _Counters(STATS_FLUSH_INTERVAL)
-
-
-def _after_fork_in_child() -> None:
-    # A forked worker starts from zero (its parent flushes the counts it made), with
-    # fresh locks: another thread of the parent may have held one at the fork.
-    _counters._lock = threading.Lock()
-    _counters._pending = {}
-    _local_bodies._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _flush_at_exit() -> None:
-    try:
-        _counters.flush()
-    except Exception:  # never let the interpreter's exit fail on statistics
-        logger.debug("drf_redis_toolkit: could not flush cache statistics", exc_info=True)
-
-
-atexit.register(_flush_at_exit)
-
-
-def _on_settings_change(changed: set[str]) -> None:
-    if changed & (CONNECTION_KEYS | {"KEY_PREFIX"}):
-        _counters.reset()  # the counts belong to the Redis (and prefix) they were made under
-        _local_bodies.clear()
-
-
-toolkit_settings.on_change(_on_settings_change)
-
-
-def namespace_stats() -> dict[str, dict[str, Any]]:
-    """Hits, misses and hit rate per namespace, over every process (this one flushed first).
-
-    Returns ``{namespace: {"hits": int, "misses": int, "hit_rate": percent}}``.
-    Raises ``RedisUnavailable`` if Redis cannot be reached.
-    """
-    _counters.flush()
-    with guarded() as client:
-        raw = client.hgetall(keyspace.cache_stats_key())
-    stats: dict[str, dict[str, Any]] = {}
-    for field, value in raw.items():
-        text = field.decode("utf-8", "replace") if isinstance(field, bytes) else field
-        kind, _, namespace = text.partition(":")
-        entry = stats.setdefault(namespace, {"hits": 0, "misses": 0})
-        entry["hits" if kind == "h" else "misses"] += int(value)
-    for entry in stats.values():
-        total = entry["hits"] + entry["misses"]
-        entry["hit_rate"] = round(100.0 * entry["hits"] / total, 1) if total else 0.0
-    return stats

@@ -18,9 +18,9 @@ from rest_framework.generics import ListAPIView
 from rest_framework.test import APIClient
 
 from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit.cache_stats import counters as _counters
 from drf_redis_toolkit.caching import (
     CacheResponseMixin,
-    _counters,
     invalidate_key,
     invalidate_namespace,
     invalidate_view,
@@ -450,7 +450,7 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(backend):
 
 
 def test_a_body_held_in_process_is_used_only_while_redis_has_the_same_etag(backend):
-    from drf_redis_toolkit.caching import _local_bodies
+    from drf_redis_toolkit.cache_entries import local_bodies as _local_bodies
 
     client = APIClient()
     good = client.get("/echo/?big=300")

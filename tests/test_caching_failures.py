@@ -16,7 +16,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.caching import _counters, invalidate_namespace, namespace_stats
+from drf_redis_toolkit.cache_stats import counters as _counters
+from drf_redis_toolkit.caching import invalidate_namespace, namespace_stats
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from tests import servers
 from tests.caching_views import CALLS

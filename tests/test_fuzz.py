@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drf_redis_toolkit import caching, client, keys
+from drf_redis_toolkit import cache_entries, client, keys
 from drf_redis_toolkit.rates import MAX_LIMIT, MAX_WINDOW_SECONDS, Limit, parse_rate
 
 PACKAGE = Path(__file__).resolve().parent.parent / "drf_redis_toolkit"
@@ -82,7 +82,7 @@ def test_escaped_globs_match_only_themselves(value):
 @FUZZ
 @given(raw=st.one_of(st.binary(max_size=3000), st.builds(lambda b: b'1 2 "e"\n' + b, st.binary())))
 def test_cache_entry_decoder_never_raises(raw):
-    decoded = caching._parse(raw, None)
+    decoded = cache_entries.parse_entry(raw, None)
     assert decoded is None or (
         isinstance(decoded[0].headers, dict)
         and isinstance(decoded[0].status, int)
