@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from drf_redis_toolkit.cache_stats import namespace_stats
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.exceptions import RedisUnavailable
 
@@ -24,12 +25,7 @@ def collect_stats() -> dict[str, Any]:
         for db, entry in keyspace.items()
         if isinstance(entry, dict)
     }
-    try:
-        from drf_redis_toolkit.caching import namespace_stats
-    except ImportError:
-        pass
-    else:
-        stats["namespaces"] = namespace_stats()
+    stats["namespaces"] = namespace_stats()
     return stats
 
 
