@@ -257,18 +257,28 @@ class ToolkitSettings:
         if values is None:
             with self._lock:
                 if self._values is None:
-                    self._values = self._load()
+                    loaded = self._load()
+                    # Plain attributes from now on: reading a setting on the hot path is
+                    # then an ordinary lookup, not a failed one followed by __getattr__.
+                    self.__dict__.update(loaded)
+                    self._values = loaded
                 values = self._values
         return values
 
     def __getattr__(self, name: str) -> Any:
+        # Only reached before the first load or after a change dropped the attributes.
         if name.startswith("_") or name not in DEFAULTS:
             raise AttributeError(f"no toolkit setting named {name!r}")
         return self.values[name]
 
+    def _forget(self) -> None:
+        self._values = None
+        for key in DEFAULTS:
+            self.__dict__.pop(key, None)
+
     def check(self) -> None:
         """Validate the current settings now, raising ``ImproperlyConfigured``."""
-        self._values = None
+        self._forget()
         _ = self.values
 
     def on_change(self, listener: Callable[[set[str]], None]) -> None:
@@ -277,12 +287,12 @@ class ToolkitSettings:
 
     def reload(self) -> None:
         old = self._values
-        self._values = None
+        self._forget()
         try:
             new = self.values
         except ImproperlyConfigured:
             # Let the next access raise where the caller can see it.
-            self._values = None
+            self._forget()
             changed = set(DEFAULTS)
         else:
             changed = set(DEFAULTS) if old is None else {k for k in DEFAULTS if old[k] != new[k]}
