@@ -77,7 +77,26 @@ def choose_redis(cleanups: list) -> str:
     thread = threading.Thread(target=embedded.serve_forever, daemon=True)
     thread.start()
     cleanups.append(embedded.shutdown)
-    return f"redis://{HOST}:{port}/0"
+    url = f"redis://{HOST}:{port}/0"
+    preload_scripts(url)
+    return url
+
+
+def preload_scripts(url: str) -> None:
+    """Load the toolkit's Lua scripts into the embedded server up front.
+
+    The embedded server drops a connection after any error reply, so the usual
+    ``NOSCRIPT`` -> ``SCRIPT LOAD`` round would look like an outage to the toolkit.
+    """
+    from importlib.resources import files
+
+    client = redis.Redis.from_url(url)
+    try:
+        for script in files("drf_redis_toolkit").joinpath("lua").iterdir():
+            if script.name.endswith(".lua"):
+                client.script_load(script.read_bytes())
+    finally:
+        client.close()
 
 
 def manage(*args: str, env: dict[str, str]) -> None:
