@@ -216,12 +216,13 @@ class guarded:  # used like a function: ``with guarded() as client:``
             raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
         return client
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # Never swallows: returns None, or raises RedisUnavailable from the error.
         breaker = self.breaker
         if exc_type is None:
             if breaker._tripped:
                 breaker.record_success()
-            return False
+            return
         if issubclass(exc_type, CONNECTION_ERRORS):
             if breaker.record_failure():
                 logger.warning(
@@ -235,4 +236,3 @@ class guarded:  # used like a function: ``with guarded() as client:``
             # The server answers, quickly: no need to open the breaker, but callers
             # must treat it like an outage (cache miss, FAIL_OPEN), never as a 500.
             raise RedisUnavailable(f"Redis refused the command: {exc}") from exc
-        return False
