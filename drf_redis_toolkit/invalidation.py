@@ -130,7 +130,7 @@ def _template_fields(template: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=256)
-def _model_fields(model: type[models.Model]) -> dict[str, str]:
+def _model_fields(model: Any) -> dict[str, str]:  # a model class (hashable, cached)
     """``{usable name: attname}``: ``pk``, and every concrete field by name and attname."""
     usable = {"pk": model._meta.pk.attname}
     for f in model._meta.concrete_fields:
