@@ -129,13 +129,18 @@ def _template_fields(template: str) -> frozenset[str]:
     return frozenset(name for _, name, _, _ in parsed if name is not None)
 
 
-@lru_cache(maxsize=256)
-def _model_fields(model: Any) -> dict[str, str]:  # a model class (hashable, cached)
+_MODEL_FIELDS: dict[type[models.Model], dict[str, str]] = {}
+
+
+def _model_fields(model: type[models.Model]) -> dict[str, str]:
     """``{usable name: attname}``: ``pk``, and every concrete field by name and attname."""
-    usable = {"pk": model._meta.pk.attname}
-    for f in model._meta.concrete_fields:
-        usable[f.name] = f.attname
-        usable[f.attname] = f.attname
+    usable = _MODEL_FIELDS.get(model)
+    if usable is None:
+        usable = {"pk": model._meta.pk.attname}
+        for f in model._meta.concrete_fields:
+            usable[f.name] = f.attname
+            usable[f.attname] = f.attname
+        _MODEL_FIELDS[model] = usable
     return usable
 
 
