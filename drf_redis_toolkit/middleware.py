@@ -18,7 +18,7 @@ from rest_framework.throttling import BaseThrottle
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import ThrottlingUnavailable, request_state
+from drf_redis_toolkit.throttling import REQUEST_STATE_ATTR, ThrottlingUnavailable
 
 
 def _seconds(value: float) -> int:
@@ -81,8 +81,8 @@ class RateLimitHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        state = request_state(request)
-        if state.decisions:
+        state = getattr(request, REQUEST_STATE_ATTR, None)  # left by the toolkit's throttles
+        if state is not None and state.decisions:
             if response.status_code == 429:
                 state.refuse()
             apply_rate_limit_headers(response, state.decisions)
