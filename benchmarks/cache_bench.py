@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import benchmark_redis, redis_server_version  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the cache_bench_app Django app
 
 PRODUCTS = 100
@@ -204,12 +206,11 @@ def machine() -> str:
         ),
         platform.processor(),
     )
-    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
     return (
         f"{os.cpu_count()} CPUs ({model}), {int(meminfo) // 1024} MiB RAM, Python "
         f"{platform.python_version()}, Django {django.__version__}, DRF "
         f"{rest_framework.__version__}, redis-py {redis.__version__}, django-redis "
-        f"{django_redis.__version__}, drf-extensions {ext}, {server.stdout.split()[2]}"
+        f"{django_redis.__version__}, drf-extensions {ext}, {redis_server_version()}"
     )
 
 
@@ -220,15 +221,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests per path")
     args = parser.parse_args()
 
-    from tests.servers import start_redis
-
-    server = start_redis()
-    try:
-        pinned = not args.no_pin
-        if pinned:
-            os.sched_setaffinity(0, {0})
-            subprocess.run(["taskset", "-p", "-c", "0", str(server.pid)], check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+    pinned = not args.no_pin
+    with benchmark_redis(pinned) as server:
         configure(server.url)
         raw = server.client()
         print(f"# Response-caching benchmark ({'pinned to CPU 0' if pinned else 'unpinned'})\n")
@@ -312,13 +306,7 @@ def main() -> int:
         extra = results["our miss (new query each time)"]["p50"] - results["uncached list"]["p50"]
         print(f"- our miss p50 - uncached p50: {extra:.0f} µs")
         print(f"- namespace_stats() after the latency runs: {stats}")
-    finally:
-        try:
-            from drf_redis_toolkit.caching import namespace_stats
-
-            namespace_stats()  # flush this process's counters while the server is up
-        finally:
-            server.stop()
+        namespace_stats()  # flush this process's counters while the server is up
     return 0
 
 

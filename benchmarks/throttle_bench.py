@@ -20,13 +20,14 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import benchmark_redis, redis_server_version  # noqa: E402
 
 SAMPLES = 3000
 WARMUP = 300
@@ -275,15 +276,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10, help="over-admission repeats")
     args = parser.parse_args()
 
-    from tests.servers import start_redis
-
-    server = start_redis()
-    try:
-        pinned = not args.no_pin
-        if pinned:
-            os.sched_setaffinity(0, {0})
-            subprocess.run(["taskset", "-p", "-c", "0", str(server.pid)], check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+    pinned = not args.no_pin
+    with benchmark_redis(pinned) as server:
         configure(server.url)
         import django
         import limits
@@ -291,12 +285,11 @@ def main() -> int:
         import rest_framework
 
         print(f"# Throttle benchmark ({'pinned to CPU 0' if pinned else 'unpinned'})\n")
-        version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
         print(
             f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python "
             f"{platform.python_version()}, Django {django.__version__}, DRF "
             f"{rest_framework.__version__}, redis-py {redis.__version__}, limits "
-            f"{limits.__version__}, {version.stdout.split()[2]}\n"
+            f"{limits.__version__}, {redis_server_version()}\n"
         )
         print("## Admit path (history <= 40 per identity, 100 identities)\n")
         admit = admit_path(server.url)
@@ -325,8 +318,6 @@ def main() -> int:
         for name, admitted in over_admission(server.url, args.repeats).items():
             limit = int(name.split("@ ")[1].split("/")[0])
             print(f"| {name} | {', '.join(map(str, admitted))} | {max(admitted) - limit} |")
-    finally:
-        server.stop()
     return 0
 
 

@@ -1,0 +1,36 @@
+"""What every benchmark here needs: its own redis-server, optionally pinned with us to CPU 0.
+
+On these 2-core VMs a loopback round trip is bimodal with CPU placement; pinning
+the benchmark process and redis-server to one CPU gives repeatable figures, and an
+unpinned pass shows what the scheduler does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.servers import RedisProcess, start_redis
+
+
+@contextmanager
+def benchmark_redis(pinned: bool) -> Iterator[RedisProcess]:
+    """Start a loopback redis-server (pinned with us to CPU 0 if asked); stop it after."""
+    server = start_redis()
+    try:
+        if pinned:
+            os.sched_setaffinity(0, {0})
+            subprocess.run(
+                ["taskset", "-p", "-c", "0", str(server.pid)], check=True, stdout=subprocess.DEVNULL
+            )
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_server_version() -> str:
+    """``v=7.0.15`` style, as ``redis-server --version`` prints it."""
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split()[2]
