@@ -32,8 +32,6 @@ from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.rates import Limit, parse_rate
 
 REQUEST_STATE_ATTR = "_drf_redis_toolkit_throttle"
-#: Rate strings already parsed (they are few, and parsing is pure).
-_parsed_rates: dict[object, tuple[Limit, ...]] = {}
 
 
 class ThrottlingUnavailable(APIException):
@@ -114,20 +112,19 @@ class SlidingWindowThrottle(BaseThrottle):
         return 1
 
     def get_limits(self) -> tuple[Limit, ...] | None:
-        """The parsed rate (cached per rate string); ``None`` means "not limited"."""
+        """The parsed rate (parsing is cached); ``None`` means "not limited"."""
         rate = self.get_rate()
         if rate is None:
             return None
-        limits = _parsed_rates.get(rate)
-        if limits is None:
+        try:
+            return parse_rate(rate)
+        except ImproperlyConfigured:
+            # Only now build the setting's name, for the message (the hot path skips it).
             if self.rate is None:
                 where = f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'][{self.scope!r}]"
             else:
                 where = f"{type(self).__name__}.rate"
-            limits = parse_rate(rate, setting=where)  # raises, naming the setting
-            if len(_parsed_rates) < 1024:
-                _parsed_rates[rate] = limits
-        return limits
+            return parse_rate(rate, setting=where)  # raises again, naming the setting
 
     @property
     def scope_name(self) -> str:
