@@ -178,9 +178,17 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
             thread.start()
         try:
             time.sleep(1)
-            victim = next(n for n in cluster.nodes if _role(n) == "master")
+            masters = [n for n in cluster.nodes if _role(n) == "master"]
+            for node in masters:  # every replica in sync before the kill
+                client = node.client(socket_timeout=6)
+                client.execute_command("WAIT", 1, 5000)
+                client.close()
+            # Not the startup node named by REDIS_URL: this test is about the fail-over.
+            victim = next(n for n in masters if n.port != cluster.nodes[0].port)
             _kill(victim)
             killed_at = len(statuses)
+            survivors = [n for n in cluster.nodes if n is not victim]
+            servers._wait_cluster_ok(survivors, timeout=45)  # the replica has taken over
             # Heal: a detail is cached again (MISS then HIT) once the replica took over.
             detail = base + f"/api/products/{ids[0]}/"
             deadline = time.monotonic() + 60
