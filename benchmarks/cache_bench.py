@@ -34,7 +34,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import benchmark_redis, redis_server_version  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    benchmark_redis,
+    percentile,
+    ratio_table,
+    redis_server_version,
+)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the cache_bench_app Django app
 
@@ -92,11 +97,6 @@ def configure(url: str) -> None:
         )
         for i in range(PRODUCTS)
     )
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def run_interleaved(
@@ -172,17 +172,7 @@ def stored_bytes(raw: Any, path: str) -> tuple[int, int, int]:
 
 
 def table(results: dict[str, dict[str, float]], anchor: str) -> list[str]:
-    lines = [
-        f"| path | p50 µs | p99 µs | requests/s | p50 vs {anchor} |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    base = results[anchor]["p50"]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['p50']:.0f} | {r['p99']:.0f} | {r['per_s']:,.0f} | "
-            f"{r['p50'] / base:.2f}x |"
-        )
-    return lines
+    return ratio_table(results, anchor, first="path", rate="requests/s", digits=0)
 
 
 def machine() -> str:

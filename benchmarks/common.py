@@ -34,3 +34,31 @@ def redis_server_version() -> str:
     """``v=7.0.15`` style, as ``redis-server --version`` prints it."""
     out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
     return out.split()[2]
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ratio_table(
+    results: dict[str, dict[str, float]],
+    anchor: str,
+    *,
+    first: str,
+    rate: str,
+    digits: int,
+) -> list[str]:
+    """A Markdown table of p50/p99/rate per row, with each p50 as a ratio to ``anchor``'s."""
+    lines = [
+        f"| {first} | p50 µs | p99 µs | {rate} | p50 vs {anchor} |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    base = results[anchor]["p50"]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['p50']:.{digits}f} | {r['p99']:.{digits}f} | {r['per_s']:,.0f} | "
+            f"{r['p50'] / base:.2f}x |"
+        )
+    return lines

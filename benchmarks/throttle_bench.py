@@ -27,7 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import benchmark_redis, redis_server_version  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    benchmark_redis,
+    percentile,
+    ratio_table,
+    redis_server_version,
+)
 
 SAMPLES = 3000
 WARMUP = 300
@@ -73,11 +78,6 @@ def requests_for(count: int, idents: int, first_pk: int = 0):
         request.user = FakeUser(first_pk + i % idents)
         out.append(request)
     return out
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def measure(calls: dict, count: int, batch: int = 50) -> dict[str, dict[str, float]]:
@@ -257,17 +257,7 @@ def over_admission(url: str, repeats: int) -> dict[str, list[int]]:
 
 
 def table(results: dict[str, dict[str, float]], anchor: str) -> list[str]:
-    lines = [
-        "| implementation | p50 µs | p99 µs | decisions/s | p50 vs " + anchor + " |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    base = results[anchor]["p50"]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {r['per_s']:,.0f} | "
-            f"{r['p50'] / base:.2f}x |"
-        )
-    return lines
+    return ratio_table(results, anchor, first="implementation", rate="decisions/s", digits=1)
 
 
 def main() -> int:
