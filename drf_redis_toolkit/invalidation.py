@@ -519,6 +519,7 @@ def _deliver(by_sender: dict[Any, Names]) -> bool:
     backlog = _pending.take()
     try:
         _apply(wanted | backlog.names, backlog.overflowed)
+        _pending.settle(backlog)
     except (RedisUnavailable, redis.RedisError) as exc:
         _pending.put(backlog)
         _pending.add(wanted)
@@ -593,6 +594,8 @@ class _Pending:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.backlog = _Backlog()
+        # Taken for delivery but not delivered yet: still pending for anyone asking.
+        self.in_flight: list[_Backlog] = []
         self.thread: threading.Thread | None = None
 
     def size(self) -> int:
@@ -600,12 +603,35 @@ class _Pending:
         return len(names.namespaces) + len(names.keys)
 
     def take(self) -> _Backlog:
+        """Take the backlog for a delivery; ``settle()`` or ``put()`` it back afterwards."""
         with self.lock:
             backlog, self.backlog = self.backlog, _Backlog()
+            self.in_flight.append(backlog)
         return backlog
 
-    def put(self, backlog: _Backlog) -> None:
+    def settle(self, backlog: _Backlog) -> None:
+        """The delivery of ``backlog`` succeeded."""
         with self.lock:
+            self._forget(backlog)
+
+    def _forget(self, backlog: _Backlog) -> None:
+        for index, item in enumerate(self.in_flight):
+            if item is backlog:
+                del self.in_flight[index]
+                return
+
+    def snapshot(self) -> _Backlog:
+        """Everything not delivered yet: the backlog and what is being delivered."""
+        with self.lock:
+            names, overflowed = self.backlog.names, self.backlog.overflowed
+            for item in self.in_flight:
+                names, overflowed = names | item.names, overflowed or item.overflowed
+        return _Backlog(names, overflowed)
+
+    def put(self, backlog: _Backlog) -> None:
+        """The delivery of ``backlog`` failed: keep it for the next retry."""
+        with self.lock:
+            self._forget(backlog)
             self.backlog = _Backlog(
                 self.backlog.names | backlog.names, self.backlog.overflowed or backlog.overflowed
             )
@@ -655,6 +681,7 @@ class _Pending:
     def clear(self) -> None:
         with self.lock:
             self.backlog = _Backlog()
+            self.in_flight = []
 
 
 _pending = _Pending()
@@ -665,12 +692,14 @@ def retry_pending() -> bool:
     """Deliver the invalidations kept after a Redis failure; ``True`` if none remain."""
     backlog = _pending.take()
     if not backlog.names and not backlog.overflowed:
+        _pending.settle(backlog)
         return True
     try:
         _apply(backlog.names, backlog.overflowed)
     except (RedisUnavailable, redis.RedisError):
         _pending.put(backlog)
         return False
+    _pending.settle(backlog)
     logger.warning(
         "drf_redis_toolkit: delivered %d invalidation(s) kept during a Redis outage",
         len(backlog.names.namespaces) + len(backlog.names.keys),
@@ -679,8 +708,11 @@ def retry_pending() -> bool:
 
 
 def pending_invalidations() -> dict[str, Any]:
-    """What waits for Redis: ``{"namespaces": [...], "keys": [...], "overflowed": bool}``."""
-    backlog = _pending.backlog
+    """What waits for Redis: ``{"namespaces": [...], "keys": [...], "overflowed": bool}``.
+
+    Includes what a delivery is sending right now: empty means delivered.
+    """
+    backlog = _pending.snapshot()
     return {
         "namespaces": sorted(backlog.names.namespaces),
         "keys": sorted(backlog.names.keys),
