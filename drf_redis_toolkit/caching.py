@@ -978,7 +978,10 @@ class CacheResponseMixin:
                     f"{type(self).__qualname__}: list_cache_key_func / object_cache_key_func "
                     f"must be callable (a KeyConstructor or a function), not {key_func!r}"
                 )
-            handler = getattr(self, (request.method or "get").lower(), None)
+            # The handler function itself, as drf-extensions passes it (not the
+            # wrapper initial() installed on the instance).
+            name = getattr(self, "action", None) or (request.method or "get").lower()
+            handler = getattr(type(self), name, None)
             args, kwargs = getattr(self, "args", ()), getattr(self, "kwargs", {})
             key = _call_key_func(key_func, self, request, handler, args, kwargs)
             return cast("str | None", key)
