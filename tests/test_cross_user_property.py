@@ -133,9 +133,7 @@ VARYING_REQUEST = st.tuples(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(requests=st.lists(VARYING_REQUEST, min_size=5, max_size=25))
-def test_no_shared_body_reaches_a_request_with_other_headers_or_url_arguments(
-    identities, requests
-):
+def test_no_shared_body_reaches_a_request_with_other_headers_or_url_arguments(identities, requests):
     from drf_redis_toolkit.caching import invalidate_namespace
 
     invalidate_namespace("varying")  # each example starts cold
