@@ -748,16 +748,28 @@ def _cacheable(view: Any, request: Request, response: HttpResponseBase, plan: _P
     return True
 
 
-def _client_specific(request: Request) -> bool:
-    """Whether this request's answer may hold a CSRF token, which belongs to one client.
+def _csrf_state(request: Request) -> tuple[bool, Any]:
+    """Whether ``get_token()`` was called for this request, and the CSRF secret.
 
     ``get_token()`` (called by the view, a template, ``ensure_csrf_cookie`` or any
     code before the view) sets ``CSRF_COOKIE_NEEDS_UPDATE``; older Django set
-    ``CSRF_COOKIE_USED``. Whether the flag was already set before the view ran
-    does not matter: a token read earlier can still end up in the body.
+    ``CSRF_COOKIE_USED``.
     """
     meta = request._request.META
-    return bool(meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"))
+    used = bool(meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"))
+    return used, meta.get("CSRF_COOKIE")
+
+
+def _client_specific(request: Request, before: tuple[bool, Any]) -> bool:
+    """Whether this request's answer may hold a CSRF token, which belongs to one client.
+
+    A token read before the view ran can still end up in the body, so a flag
+    already set before counts as much as one set during it. A secret created
+    meanwhile counts too: a nested view under ``csrf_protect`` may have sent its
+    cookie and reset the flag before this view's answer is stored.
+    """
+    used, secret = _csrf_state(request)
+    return used or before[0] or secret != before[1]
 
 
 class _SessionWatch:
@@ -868,6 +880,7 @@ def _compute(
     cacheable = False
     etag = ""
     session = _SessionWatch(request)
+    csrf = _csrf_state(request)
     try:
         response = handler(request, *args, **kwargs)
         # Render now, as DRF would right after: dispatch() finalizing it a
@@ -883,7 +896,7 @@ def _compute(
             render = getattr(response, "render", None)
             if render is not None:
                 render()
-        if cacheable and (session.read or _client_specific(request)):
+        if cacheable and (session.read or _client_specific(request, csrf)):
             # The body may hold this session's data or this client's CSRF token.
             cacheable = False
         if cacheable:

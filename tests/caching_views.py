@@ -288,6 +288,18 @@ class CsrfForm(CacheResponseMixin, APIView):
         return Response({"csrf": get_token(request._request)})
 
 
+class EmbedsForm(CacheResponseMixin, APIView):
+    """Shared; embeds the answer of a view under ``ensure_csrf_cookie`` (a nested dispatch)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        ran("embeds-form")
+        inner = ensure_csrf_cookie(CsrfForm.as_view())(request._request)
+        return Response({"inner": json.loads(inner.rendered_content)})
+
+
 def submit(request: Any) -> HttpResponse:
     """A plain Django view, CSRF-protected by ``CsrfViewMiddleware``."""
     return HttpResponse(b"accepted")
@@ -334,6 +346,7 @@ urlpatterns = [
     path("batch/", Batch.as_view()),
     path("csrf-form/", ensure_csrf_cookie(CsrfForm.as_view())),
     path("submit/", submit),
+    path("embeds-form/", EmbedsForm.as_view()),
     path("session-echo/", SessionEcho.as_view()),
     path("shared-session-echo/", SharedSessionEcho.as_view()),
     path("remember/", remember),

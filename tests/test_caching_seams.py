@@ -158,6 +158,14 @@ def test_a_client_that_already_has_a_csrf_cookie_is_not_stored_either(backend, c
     assert CALLS["csrf-form"] == 3
 
 
+def test_a_token_from_a_nested_view_that_already_sent_its_cookie_is_not_stored(backend):
+    """The inner view's csrf decorator reset the flag; the new secret still tells."""
+    for _ in range(2):
+        answer = APIClient().get("/embeds-form/")
+        assert answer["X-Cache"] == "MISS" and answer.json()["inner"]["csrf"]
+    assert CALLS["embeds-form"] == 2
+
+
 # -- item 11: an answer that read the session is never served to another session -----
 
 
