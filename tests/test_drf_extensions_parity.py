@@ -189,6 +189,21 @@ def test_a_string_that_is_no_attribute_name_is_refused():
         cache_response(timeout="list cache timeout")
 
 
+class MisnamedTimeout(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @cache_response(timeout="list_cache_timeout")
+    def get(self, request: Any) -> Response:
+        return Response({})
+
+
+def test_a_string_naming_a_missing_attribute_says_which(backend):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="no attribute 'list_cache_timeout'"):
+        MisnamedTimeout.as_view()(factory.get("/n/"))
+
+
 # -- errors are not cached ----------------------------------------------------------
 
 
