@@ -20,19 +20,12 @@ from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.cache_stats import counters as _counters
 from drf_redis_toolkit.caching import CacheResponseMixin, invalidate_key, invalidate_view
 from drf_redis_toolkit.throttling import ScopedSlidingWindowThrottle
 from tests.caching_views import CALLS, DecoratedPkDetail, PkDetail
+from tests.test_caching import _urls  # noqa: F401  (the autouse URLconf and counters reset)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _urls(settings):
-    settings.ROOT_URLCONF = "tests.caching_views"
-    CALLS.clear()
-    _counters.reset()
 
 
 def body(response) -> object:
