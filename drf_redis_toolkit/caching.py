@@ -5,12 +5,15 @@ run authentication, permissions and throttles (a hit is never a way around them)
 
 1. The view's hooks name the response (``get_cache_key``) and the namespace whose
    generation it depends on (``get_cache_namespace``). The toolkit always adds the
-   negotiated media type and format, the active language and, per user (the
-   default), the user; ``keys.cache_entry_key`` hashes all of it, so keys have a
-   bounded length whatever the request carries.
+   view's URL arguments, the negotiated media type and format, the active
+   language and, per user (the default), the user; ``keys.cache_entry_key``
+   hashes all of it, so keys have a bounded length whatever the request carries.
 2. One Lua call (``lua/cache_get.lua``) reads the namespace's generation and the
    entry stored under that generation; on a miss the same call takes a short
    single-flight lock. A hit costs one round trip, a miss one more (the write).
+   A response that varied on request headers (``Vary``) left a *vary record*
+   there instead, naming them: a second call looks up the variant holding the
+   request's values of those headers.
 3. A hit replays the stored bytes and headers: no serializer, no SQL. A matching
    ``If-None-Match`` gets ``304`` before the body is even decompressed.
 4. A miss runs the view, renders it and stores the bytes under the generation
@@ -108,8 +111,6 @@ _NOT_MODIFIED_HEADERS = frozenset({"cache-control", "content-location", "expires
 _NEGOTIATED_VARY = frozenset({"accept"})
 # A header name as RFC 9110 allows it (a token), lower-cased.
 _HEADER_NAME_RE = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]{1,64}$")
-# drf-extensions' key functions take these keyword arguments.
-_EXTENSIONS_KEY_ARGS = frozenset({"view_instance", "view_method", "request", "args", "kwargs"})
 # Object-permission handling of one request.
 _NO_RECHECK, _RECHECK, _DONT_CACHE = 0, 1, 2
 
