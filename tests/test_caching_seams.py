@@ -219,3 +219,37 @@ def test_keys_of_variants_share_the_namespace_slot(backend):
     assert len(keys) == 2  # the vary record and the French variant
     tag = keyspace.namespace_tag("tests.caching_views.Greeting").encode()
     assert all(tag in key for key in keys)
+
+
+def test_concurrent_cold_requests_in_several_languages_each_get_their_own(backend):
+    """Waiters on the request's lock find the vary record, then their own variant."""
+    import threading
+
+    languages = ["fr", "en", "fr-CA", "de"] * 3
+    barrier = threading.Barrier(len(languages))
+    answers: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def ask(language: str) -> None:
+        barrier.wait(timeout=10)
+        response = APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE=language)
+        with lock:
+            answers.append((language, response.json()["greeting"], response["X-Cache"]))
+
+    threads = [threading.Thread(target=ask, args=(language,)) for language in languages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == len(languages)
+    for language, greeting, _ in answers:
+        assert greeting == ("bonjour" if language.startswith("fr") else "hello"), answers
+    # Afterwards each language is served its own variant. (A waiter that gave up
+    # after the lock's lifetime on a starved machine may have started a new vary
+    # record, so one sequential pass first: after it, every language must hit.)
+    for expect_hit in (False, True):
+        for language in sorted(set(languages)):
+            again = APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE=language)
+            wanted = "bonjour" if language.startswith("fr") else "hello"
+            assert again.json()["greeting"] == wanted
+            assert again["X-Cache"] == "HIT" or not expect_hit
