@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load load-plots clean docs
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots clean docs matrix
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,7 @@ clean:
 ## The docs site from docs/ (mkdocs, strict: a broken link fails), into build/site.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+## The whole suite on the oldest and newest supported stacks (MATRIX="oldest newest").
+matrix: $(STAMP)
+	MATRIX="$(MATRIX)" bash .ci/matrix
