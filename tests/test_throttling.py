@@ -365,3 +365,72 @@ def test_scripts_are_reloaded_after_script_flush(backend):
     assert hit(throttle)[0] is True
     backend.raw.script_flush()
     assert [hit(throttle)[0] for _ in range(2)] == [True, False]
+
+
+# -- rates on the class, identities of any type --------------------------------------
+
+
+class Burst(ScopedSlidingWindowThrottle):
+    """DRF's documented pattern: a subclass carrying its own rates."""
+
+    THROTTLE_RATES = {"burst": "1/day"}
+
+
+class BurstView:
+    throttle_scope = "burst"
+
+
+def _scoped_request():
+    request = factory.get("/")
+    request.user = _user(7)
+    return request
+
+
+def test_throttle_rates_on_a_subclass_are_honoured(backend):
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {}}):
+        got = [Burst().allow_request(_scoped_request(), BurstView()) for _ in range(2)]
+    assert got == [True, False]
+
+
+def test_throttle_rates_on_a_subclass_win_over_the_setting(backend):
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"burst": "100/min"}}):
+        got = [Burst().allow_request(_scoped_request(), BurstView()) for _ in range(2)]
+        # A class without THROTTLE_RATES still reads the setting, at call time.
+        plain = [
+            ScopedSlidingWindowCounterThrottle().allow_request(_scoped_request(), BurstView())
+            for _ in range(2)
+        ]
+    assert got == [True, False]
+    assert plain == [True, True]
+
+
+def test_a_scope_missing_from_the_class_rates_names_the_class(backend):
+    class Other:
+        throttle_scope = "other"
+
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"other": "5/min"}}):
+        with pytest.raises(ImproperlyConfigured, match=r"'other'.*Burst\.THROTTLE_RATES"):
+            Burst().allow_request(_scoped_request(), Other())
+
+
+def test_a_malformed_class_rate_names_the_class_attribute(backend):
+    class Bad(Burst):
+        THROTTLE_RATES = {"burst": "1/fortnight"}
+
+    with pytest.raises(ImproperlyConfigured, match=r"Bad\.THROTTLE_RATES\['burst'\].*fortnight"):
+        Bad().allow_request(_scoped_request(), BurstView())
+
+
+class ByPk(SlidingWindowThrottle):
+    scope = "bypk"
+    rate = "2/min"
+
+    def get_cache_key(self, request, view):
+        return request.user.pk  # an int, as DRF allows
+
+
+def test_a_non_string_identity_works_like_its_string(backend):
+    request = _scoped_request()
+    assert [ByPk().allow_request(request, None) for _ in range(3)] == [True, True, False]
+    key = keyspace.throttle_key(ratelimit.LOG, "bypk", "7")
+    assert backend.raw.zcard(key) == 2
