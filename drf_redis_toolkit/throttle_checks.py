@@ -84,7 +84,7 @@ def throttle_uses() -> Iterator[ThrottleUse]:
     for where, cls, initkwargs in routed_views():
         if not issubclass(cls, APIView):
             continue
-        throttles = initkwargs.get("throttle_classes", cls.throttle_classes)
+        throttles = initkwargs.get("throttle_classes", getattr(cls, "throttle_classes", ()))
         if throttles is APIView.throttle_classes:
             throttles = defaults  # not overridden: the defaults, as configured now
         view = _ViewStandIn(cls, initkwargs)
