@@ -417,7 +417,7 @@ def test_difference_a_refusal_does_not_count_against_the_other_throttles(backend
 # -- cost --------------------------------------------------------------------------------
 
 
-def test_cost_one_is_drf_and_other_costs_are_an_extension(backend):
+def test_difference_cost_one_is_drf_and_other_costs_are_an_extension(backend):
     """DRF counts every request once; ``get_cost()`` (default 1) is the toolkit's own."""
 
     class Heavy(ToolkitUser):
@@ -428,3 +428,13 @@ def test_cost_one_is_drf_and_other_costs_are_an_extension(backend):
     traffic = [user(11)] * 3
     assert answers(ToolkitUser, traffic) == answers(DrfUser, traffic)
     assert answers(Heavy, [user(12)] * 2) == [True, False]
+
+
+def test_difference_no_timer_or_history_attributes(backend):
+    """DRF's throttles keep ``timer``, ``history``...; the toolkit keeps the decision."""
+    drf, toolkit = DrfUser(), ToolkitUser()
+    drf.allow_request(user(13), None)
+    toolkit.allow_request(user(13), None)
+    assert {"timer", "cache"} <= set(dir(drf)) and {"history", "now", "key"} <= set(vars(drf))
+    assert not {"timer", "cache", "history", "now", "key"} & set(dir(toolkit))
+    assert toolkit.decision.allowed and toolkit.decision.limits[0].remaining == 1
