@@ -105,6 +105,8 @@ class RateLimitHeadersMiddleware:
         finally:
             if outer is None:
                 request.__dict__.pop(PASS_ATTR, None)
+                for round_ in rounds:
+                    round_.close()
             else:
                 setattr(request, PASS_ATTR, outer)
                 outer.extend(rounds)

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from types import CodeType
+from types import FrameType
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -101,17 +101,15 @@ def client_address(request: Any) -> str | None:
 # -- one check_throttles round ------------------------------------------------------
 
 
-def _caller(frame: Any) -> tuple[int, CodeType] | None:
-    """Identify the frame that called ``allow_request`` (DRF's ``check_throttles``).
+def _caller(frame: FrameType | None) -> FrameType | None:
+    """The frame that called ``allow_request`` (DRF's ``check_throttles``).
 
     Frames of ``allow_request`` methods (a subclass calling ``super()``, a
     throttle delegating to another) are skipped.
     """
     for _ in range(16):
-        if frame is None:
-            return None
-        if frame.f_code.co_name != "allow_request":
-            return id(frame), frame.f_code
+        if frame is None or frame.f_code.co_name != "allow_request":
+            return frame
         frame = frame.f_back
     return None
 
@@ -131,7 +129,10 @@ class ThrottleRound:
     request: Any
     view: Any
     started: int
-    caller: tuple[int, CodeType] | None = None
+    #: The ``check_throttles`` frame running this round. Held, not just its ``id()``:
+    #: a later call's frame may reuse a freed frame's address. Dropped once the round
+    #: is over (refused, superseded, or its middleware pass ended).
+    caller: FrameType | None = None
     decisions: list[ratelimit.Decision] = field(default_factory=list)
     members: list[Any] = field(default_factory=list)
     refused: bool = False
@@ -151,14 +152,19 @@ class ThrottleRound:
         if self.refused:
             return
         self.refused = True
+        self.caller = None
         try:
             ratelimit.undo(self.decisions)
         except RedisUnavailable:
             pass  # the records expire with their window; nothing more to do
 
-    def refused_by_caller(self, frame: Any) -> bool:
+    def refused_by_caller(self, frame: FrameType) -> bool:
         """Whether ``frame`` (calling the view's ``throttled()``) is this round's caller."""
-        return self.caller is not None and (id(frame), frame.f_code) == self.caller
+        return self.caller is not None and frame is self.caller
+
+    def close(self) -> None:
+        """The round is over: no later refusal can be its own."""
+        self.caller = None
 
 
 class _RefusalHook:
@@ -205,6 +211,8 @@ def current_round(throttle: Any, request: Any, view: Any) -> ThrottleRound:
     holder = view if view is not None else request
     round_ = getattr(holder, ROUND_ATTR, None)
     if not isinstance(round_, ThrottleRound) or not round_.admits(throttle, request):
+        if isinstance(round_, ThrottleRound):
+            round_.close()
         round_ = ThrottleRound(
             request, view, started=next(_sequence), caller=_caller(sys._getframe(1))
         )

@@ -237,3 +237,21 @@ def test_headers_on_a_refusal_taken_back_report_what_is_left(backend):
     refused = view(factory.get("/"))
     assert refused.status_code == 429
     assert refused["X-RateLimit-Remaining"] == "9"  # the refused request was not counted
+
+
+def test_a_drf_refusal_in_a_later_round_does_not_take_back_an_earlier_one(backend):
+    """Round two has only a DRF throttle: its refusal must leave round one's record alone."""
+    cache.clear()
+
+    class View(APIView):
+        throttle_classes = (Loose,)
+        permission_classes = ()
+
+        def get(self, request):
+            self.throttle_classes = (DrfStrict,)
+            self.check_throttles(request)
+            return Response({"ok": True})
+
+    view = View.as_view()
+    assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 429, 429, 429]
+    assert count(backend, "loose") == 4  # every request passed round one
