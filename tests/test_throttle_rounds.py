@@ -92,6 +92,22 @@ def count(backend, scope):
     return backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, scope, "one-client"))
 
 
+def make_view(*throttles, second_round=()):
+    """A view with ``throttles``; with ``second_round``, its handler checks those too."""
+
+    class View(APIView):
+        throttle_classes = throttles
+        permission_classes = ()
+
+        def get(self, request):
+            if second_round:
+                self.throttle_classes = second_round
+                self.check_throttles(request)
+            return Response({"ok": True})
+
+    return View.as_view()
+
+
 @pytest.mark.parametrize("with_middleware", [False, True])
 def test_nested_dispatch_keeps_the_outer_admission(backend, with_middleware):
     """Outer 3/min calling inner 1/min: the inner refusal must not uncount the outer."""
@@ -119,15 +135,7 @@ def test_bulk_dispatch_of_one_request_counts_each_pass(backend, with_middleware)
 @pytest.mark.parametrize("with_middleware", [False, True])
 def test_one_request_object_sent_eight_times(backend, with_middleware):
     """DRF's own tests send one APIRequestFactory request repeatedly: 3 x 200, 5 x 429."""
-
-    class View(APIView):
-        throttle_classes = (Outer3,)
-        permission_classes = ()
-
-        def get(self, request):
-            return Response({"ok": True})
-
-    view = View.as_view()
+    view = make_view(Outer3)
     if with_middleware:
         view = RateLimitHeadersMiddleware(view)
     request = factory.get("/")
@@ -176,15 +184,7 @@ def test_a_429_from_the_view_itself_is_counted(backend, view_cls):
 @pytest.mark.parametrize("with_middleware", [False, True])
 def test_refusal_by_a_drf_throttle_in_the_same_round_is_taken_back(backend, with_middleware):
     cache.clear()
-
-    class View(APIView):
-        throttle_classes = (Loose, DrfStrict)
-        permission_classes = ()
-
-        def get(self, request):
-            return Response({"ok": True})
-
-    view = View.as_view()
+    view = make_view(Loose, DrfStrict)
     if with_middleware:
         view = RateLimitHeadersMiddleware(view)
     statuses = [view(factory.get("/")).status_code for _ in range(4)]
@@ -194,17 +194,7 @@ def test_refusal_by_a_drf_throttle_in_the_same_round_is_taken_back(backend, with
 
 def test_a_second_round_on_one_view_does_not_take_back_the_first(backend):
     """A view that checks throttles twice: a refusal in round two leaves round one counted."""
-
-    class View(APIView):
-        throttle_classes = (Loose,)
-        permission_classes = ()
-
-        def get(self, request):
-            self.throttle_classes = (Inner1,)
-            self.check_throttles(request)
-            return Response({"ok": True})
-
-    view = View.as_view()
+    view = make_view(Loose, second_round=(Inner1,))
     assert [view(factory.get("/")).status_code for _ in range(3)] == [200, 429, 429]
     assert count(backend, "loose") == 3  # every request passed round one
     assert count(backend, "inner") == 1
@@ -224,15 +214,7 @@ def test_headers_come_from_the_view_that_answered(backend):
 
 def test_headers_on_a_refusal_taken_back_report_what_is_left(backend):
     cache.clear()
-
-    class View(APIView):
-        throttle_classes = (Loose, DrfStrict)
-        permission_classes = ()
-
-        def get(self, request):
-            return Response({"ok": True})
-
-    view = RateLimitHeadersMiddleware(View.as_view())
+    view = RateLimitHeadersMiddleware(make_view(Loose, DrfStrict))
     assert view(factory.get("/"))["X-RateLimit-Remaining"] == "9"
     refused = view(factory.get("/"))
     assert refused.status_code == 429
@@ -242,16 +224,6 @@ def test_headers_on_a_refusal_taken_back_report_what_is_left(backend):
 def test_a_drf_refusal_in_a_later_round_does_not_take_back_an_earlier_one(backend):
     """Round two has only a DRF throttle: its refusal must leave round one's record alone."""
     cache.clear()
-
-    class View(APIView):
-        throttle_classes = (Loose,)
-        permission_classes = ()
-
-        def get(self, request):
-            self.throttle_classes = (DrfStrict,)
-            self.check_throttles(request)
-            return Response({"ok": True})
-
-    view = View.as_view()
+    view = make_view(Loose, second_round=(DrfStrict,))
     assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 429, 429, 429]
     assert count(backend, "loose") == 4  # every request passed round one
