@@ -17,12 +17,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import (
-    PASS_ATTR,
-    ThrottleRound,
-    ThrottlingUnavailable,
-    client_address,
-)
+from drf_redis_toolkit.throttle_rounds import PASS_ATTR, ThrottleRound
+from drf_redis_toolkit.throttling import ThrottlingUnavailable, client_address
 
 
 def _seconds(value: float) -> int:
