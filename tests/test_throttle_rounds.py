@@ -227,3 +227,20 @@ def test_a_drf_refusal_in_a_later_round_does_not_take_back_an_earlier_one(backen
     view = make_view(Loose, second_round=(DrfStrict,))
     assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 429, 429, 429]
     assert count(backend, "loose") == 4  # every request passed round one
+
+
+def test_the_counter_variant_is_taken_back_by_a_drf_refusal_too(backend):
+    from drf_redis_toolkit.rates import parse_rate
+    from drf_redis_toolkit.throttling import SlidingWindowCounterThrottle
+
+    class LooseCounter(Fixed, SlidingWindowCounterThrottle):
+        scope = "loose-counter"
+        rate = "10/min"
+
+    cache.clear()
+    view = make_view(LooseCounter, DrfStrict)
+    assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 429, 429, 429]
+    left = ratelimit.decide(
+        ratelimit.COUNTER, "loose-counter", "one-client", parse_rate("10/min"), record=False
+    )
+    assert left.limits[0].remaining == 9
