@@ -244,3 +244,37 @@ def test_the_counter_variant_is_taken_back_by_a_drf_refusal_too(backend):
         ratelimit.COUNTER, "loose-counter", "one-client", parse_rate("10/min"), record=False
     )
     assert left.limits[0].remaining == 9
+
+
+class Wrapping(Loose):
+    """A subclass that wraps ``allow_request`` (its frame is not the round's caller)."""
+
+    def allow_request(self, request, view):
+        return super().allow_request(request, view)
+
+
+@pytest.mark.parametrize("custom_throttled", [False, True])
+def test_take_back_with_a_wrapped_allow_request_or_a_custom_throttled(backend, custom_throttled):
+    """Subclasses overriding ``allow_request`` or the view's ``throttled()`` keep the take-back."""
+    from rest_framework.exceptions import Throttled as DrfThrottled
+
+    cache.clear()
+
+    class View(APIView):
+        throttle_classes = (Wrapping, DrfStrict)
+        permission_classes = ()
+
+        def get(self, request):
+            return Response({"ok": True})
+
+        if custom_throttled:
+
+            def throttled(self, request, wait):
+                raise DrfThrottled(wait, detail="slow down, custom")
+
+    view = View.as_view()
+    responses = [view(factory.get("/")) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 429, 429]
+    if custom_throttled:
+        assert "custom" in str(responses[1].data["detail"])
+    assert count(backend, "loose") == 1
