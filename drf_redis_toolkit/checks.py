@@ -1,4 +1,4 @@
-"""Django system checks: toolkit settings and the throttle rates its classes will read."""
+"""Django system checks: toolkit settings (the throttles' checks are in ``throttle_checks``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from drf_redis_toolkit.rates import parse_rate
+# Registers the throttle checks; ``check_throttle_rates`` stays importable from here.
+from drf_redis_toolkit.throttle_checks import (  # noqa: F401
+    check_client_identification,
+    check_throttle_rates,
+)
 
 
 @checks.register(checks.Tags.compatibility)
@@ -19,29 +23,3 @@ def check_toolkit_settings(app_configs: Any = None, **kwargs: Any) -> list[check
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="drf_redis_toolkit.E001")]
     return []
-
-
-@checks.register(checks.Tags.compatibility)
-def check_throttle_rates(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Parse every ``DEFAULT_THROTTLE_RATES`` entry with the toolkit's strict grammar.
-
-    An error when a toolkit throttle is among ``DEFAULT_THROTTLE_CLASSES`` (the
-    rate will be used by it); a warning otherwise, since DRF's own throttles
-    accept rates (``"100/month"``) that mean something else than they say.
-    """
-    from rest_framework.settings import api_settings
-
-    uses_toolkit = any(
-        getattr(cls, "__module__", "").startswith("drf_redis_toolkit")
-        for cls in api_settings.DEFAULT_THROTTLE_CLASSES
-    )
-    level = checks.Error if uses_toolkit else checks.Warning
-    messages: list[checks.CheckMessage] = []
-    for scope, rate in (api_settings.DEFAULT_THROTTLE_RATES or {}).items():
-        if rate is None:
-            continue
-        try:
-            parse_rate(rate, setting=f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'][{scope!r}]")
-        except ImproperlyConfigured as exc:
-            messages.append(level(str(exc), id="drf_redis_toolkit.E002"))
-    return messages

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_COMPRESS_MIN_BYTES": 1024,
     "RATELIMIT_HEADERS": "both",
     "RATELIMIT_RULES": [],
+    "IPV6_PREFIX_LENGTH": 64,
     "INVALIDATION": {},
 }
 
@@ -142,6 +143,12 @@ def _validate_headers(key: str, value: Any) -> Any:
     return value
 
 
+def _validate_ipv6_prefix(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        raise _bad(key, value, "expected a prefix length from 1 to 128 (128: one address)")
+    return value
+
+
 def _validate_rules(key: str, value: Any) -> list[dict[str, Any]]:
     from drf_redis_toolkit.rates import parse_rate
 
@@ -216,6 +223,7 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "CACHE_COMPRESS_MIN_BYTES": _validate_nonneg_int,
     "RATELIMIT_HEADERS": _validate_headers,
     "RATELIMIT_RULES": _validate_rules,
+    "IPV6_PREFIX_LENGTH": _validate_ipv6_prefix,
     "INVALIDATION": _validate_invalidation,
 }
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework.throttling import BaseThrottle
 
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import REQUEST_STATE_ATTR, ThrottlingUnavailable
+from drf_redis_toolkit.throttle_rounds import PASS_ATTR, ThrottleRound
+from drf_redis_toolkit.throttling import ThrottlingUnavailable, client_address
 
 
 def _seconds(value: float) -> int:
@@ -68,31 +68,50 @@ def apply_rate_limit_headers(response: HttpResponse, decisions: list[ratelimit.D
             response["Retry-After"] = str(seconds)
 
 
+def answering_rounds(rounds: list[ThrottleRound], response: HttpResponse) -> list[ThrottleRound]:
+    """The rounds of the view that produced ``response`` (DRF keeps it as ``view.response``).
+
+    A batch view calling other views leaves several rounds on one request; the
+    headers describe the limits of the view whose answer the client gets. When
+    no view claims the response (a wrapper replaced it), the first, outermost,
+    dispatch answers.
+    """
+    own = [r for r in rounds if getattr(r.view, "response", None) is response]
+    return own or rounds[:1]
+
+
 class RateLimitHeadersMiddleware:
     """Add ``X-RateLimit-*`` and/or ``RateLimit-Policy``/``RateLimit`` to throttled responses.
 
-    Also takes back what the toolkit's throttles recorded when the request was
-    refused by some other throttle (a 429 the toolkit did not decide), so a
-    refused request never counts.
+    It only reads: the throttles themselves take back what a refused round
+    recorded, so a 429 the view answers itself (an upstream quota) stays
+    counted. Each pass collects the rounds run under it, so one request object
+    sent through it several times never mixes passes.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        state = getattr(request, REQUEST_STATE_ATTR, None)  # left by the toolkit's throttles
-        if state is not None and state.decisions:
-            if response.status_code == 429:
-                state.refuse()
-            apply_rate_limit_headers(response, state.decisions)
+        outer = request.__dict__.get(PASS_ATTR)
+        rounds: list[ThrottleRound] = []
+        setattr(request, PASS_ATTR, rounds)
+        try:
+            response = self.get_response(request)
+        finally:
+            if outer is None:
+                request.__dict__.pop(PASS_ATTR, None)
+                for round_ in rounds:
+                    round_.close()
+            else:
+                setattr(request, PASS_ATTR, outer)
+                outer.extend(rounds)
+        decisions = [d for r in answering_rounds(rounds, response) for d in r.decisions]
+        if decisions:
+            apply_rate_limit_headers(response, decisions)
         elif response.status_code == 429 and "Retry-After" not in response:
             response["Retry-After"] = "1"
         return response
-
-
-class _Ident(BaseThrottle):
-    """DRF's client identification (``get_ident`` honours ``NUM_PROXIES``)."""
 
 
 class RateLimitMiddleware:
@@ -104,14 +123,13 @@ class RateLimitMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        self._ident = _Ident()
 
     def _identity(self, request: HttpRequest, rule: dict[str, Any]) -> str:
         if rule["key"] == "user":
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
                 return f"user:{user.pk}"
-        return f"ip:{self._ident.get_ident(request)}"
+        return f"ip:{client_address(request)}"
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         rules = toolkit_settings.RATELIMIT_RULES

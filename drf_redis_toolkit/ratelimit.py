@@ -139,7 +139,7 @@ def decide(
 
 
 def undo(decisions: Sequence[Decision]) -> None:
-    """Take back admitted requests (when another throttle refused the same request).
+    """Take back admitted requests (when another throttle refused them in the same round).
 
     Removing entries can only lower a count, so this never lets more through
     than the limit. One pipelined round trip for all of them.
@@ -155,8 +155,11 @@ def undo(decisions: Sequence[Decision]) -> None:
             else:
                 for field_name in decision.recorded:
                     pipe.hincrby(decision.key, field_name, -decision.cost)
-            decision.recorded = []
         pipe.execute()
+    for decision in todo:
+        decision.recorded = []
+        for state in decision.limits:  # the headers then report what is really left
+            state.remaining = min(state.limit, state.remaining + decision.cost)
 
 
 def reset(kind: str, scope: str, ident: str) -> int:

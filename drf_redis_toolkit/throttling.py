@@ -17,7 +17,9 @@ Two algorithms with the same interface:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -30,8 +32,7 @@ from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.rates import Limit, parse_rate
-
-REQUEST_STATE_ATTR = "_drf_redis_toolkit_throttle"
+from drf_redis_toolkit.throttle_rounds import creation_number, current_round
 
 
 class ThrottlingUnavailable(APIException):
@@ -42,70 +43,110 @@ class ThrottlingUnavailable(APIException):
     default_code = "throttling_unavailable"
 
 
-@dataclass
-class RequestThrottleState:
-    """The toolkit's throttle decisions for one request (read by the middleware)."""
-
-    decisions: list[ratelimit.Decision] = field(default_factory=list)
-    denied: bool = False
-
-    def refuse(self) -> None:
-        """Mark the request refused and take back what earlier throttles recorded."""
-        if self.denied:
-            return
-        self.denied = True
-        try:
-            ratelimit.undo(self.decisions)
-        except RedisUnavailable:
-            pass  # the records expire with their window; nothing more to do
+# -- client identification -------------------------------------------------------
 
 
-def request_state(request: Any) -> RequestThrottleState:
-    """The state kept on the Django ``HttpRequest`` (DRF's ``Request`` wraps it)."""
-    http_request = getattr(request, "_request", request)
-    state = getattr(http_request, REQUEST_STATE_ATTR, None)
-    if state is None:
-        state = RequestThrottleState()
-        setattr(http_request, REQUEST_STATE_ATTR, state)
-    return state
+_drf_ident = BaseThrottle()
+
+
+@lru_cache(maxsize=4096)
+def _group_address(address: str, prefix_length: int) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not one address (e.g. a whole X-Forwarded-For): leave it alone
+    if ip.version == 4:
+        return address
+    assert isinstance(ip, ipaddress.IPv6Address)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip), prefix_length), strict=False))
+
+
+def group_address(address: str | None) -> str | None:
+    """Return an IPv6 ``address`` as its ``IPV6_PREFIX_LENGTH`` network, others unchanged.
+
+    One IPv6 client usually owns a whole /64 and can rotate addresses inside it
+    at will; limiting per address would let it escape. IPv4-mapped IPv6
+    addresses count as their IPv4 address.
+    """
+    if not address:
+        return address
+    return _group_address(address, toolkit_settings.IPV6_PREFIX_LENGTH)
+
+
+def client_address(request: Any) -> str | None:
+    """The client's address as the toolkit limits it: DRF's ``get_ident``, IPv6 grouped.
+
+    ``get_ident`` honours ``NUM_PROXIES``; when it is ``None`` DRF returns the
+    whole ``X-Forwarded-For`` header if there is one, which any client can set
+    (the system check ``drf_redis_toolkit.W001`` warns about it).
+    """
+    return group_address(_drf_ident.get_ident(request))
 
 
 class SlidingWindowThrottle(BaseThrottle):
     """Base class: limit requests per ``get_cache_key()`` identity on an exact sliding window.
 
-    Subclasses set ``scope`` (the rate comes from ``DEFAULT_THROTTLE_RATES``) or
-    ``rate``, and implement ``get_cache_key()``; ``get_cost()`` lets an
-    expensive endpoint count as several requests. The rate is read on every
-    call, so ``override_settings`` and changed settings take effect at once.
+    Subclasses set ``scope`` (the rate comes from ``DEFAULT_THROTTLE_RATES``,
+    or from the class's own ``THROTTLE_RATES`` as in DRF) or ``rate``, and
+    implement ``get_cache_key()``; ``get_cost()`` lets an expensive endpoint
+    count as several requests. The setting is read on every call, so
+    ``override_settings`` and changed settings take effect at once.
     """
 
     scope: str | None = None
     rate: str | None = None
+    #: Rates by scope for this class only, replacing ``DEFAULT_THROTTLE_RATES`` (as in DRF);
+    #: ``None``: read ``DEFAULT_THROTTLE_RATES`` at call time.
+    THROTTLE_RATES: Mapping[str, str | None] | None = None
     algorithm: str = ratelimit.LOG
+    #: Set when the throttle is made; tells which ``check_throttles`` round it can join.
+    _round_sequence: int | None = None
 
     def __init__(self) -> None:
         self.decision: ratelimit.Decision | None = None
+        self._round_sequence = creation_number()
 
     # -- hooks -------------------------------------------------------------
 
-    def get_cache_key(self, request: Any, view: Any) -> str | None:
-        """Return the identity to limit (hashed into the Redis key), or ``None`` to skip."""
+    def get_cache_key(self, request: Any, view: Any) -> Any:
+        """Return the identity to limit (hashed into the Redis key), or ``None`` to skip.
+
+        Unlike DRF's, this is the identity alone (``"user:42"``, or any value:
+        it is turned into a string), not a cache key: use ``reset()`` to forget
+        a client.
+        """
         raise NotImplementedError(".get_cache_key() must be overridden")
 
     def get_rate(self) -> str | None:
-        """Return the rate string: ``self.rate``, else ``DEFAULT_THROTTLE_RATES[scope]``."""
+        """Return ``self.rate``, else the scope's rate in ``THROTTLE_RATES`` or the setting."""
         if self.rate is not None:
             return self.rate
         if not self.scope:
             raise ImproperlyConfigured(
                 f"You must set either `.scope` or `.rate` for '{type(self).__name__}' throttle"
             )
+        rates = self.THROTTLE_RATES
+        if rates is None:
+            rates = api_settings.DEFAULT_THROTTLE_RATES or {}
         try:
-            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+            return rates[self.scope]
         except KeyError as exc:
+            where = (
+                "" if self.THROTTLE_RATES is None else f" in {type(self).__name__}.THROTTLE_RATES"
+            )
             raise ImproperlyConfigured(
-                f"No default throttle rate set for '{self.scope}' scope"
+                f"No default throttle rate set for '{self.scope}' scope{where}"
             ) from exc
+
+    def rate_source(self) -> str:
+        """Name where the rate comes from, for error messages."""
+        if self.rate is not None:
+            return f"{type(self).__name__}.rate"
+        if self.THROTTLE_RATES is not None:
+            return f"{type(self).__name__}.THROTTLE_RATES[{self.scope!r}]"
+        return f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'][{self.scope!r}]"
 
     def get_cost(self, request: Any, view: Any) -> int:
         """How many requests this request counts as (default 1)."""
@@ -120,41 +161,50 @@ class SlidingWindowThrottle(BaseThrottle):
             return parse_rate(rate)
         except ImproperlyConfigured:
             # Only now build the setting's name, for the message (the hot path skips it).
-            if self.rate is None:
-                where = f"REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'][{self.scope!r}]"
-            else:
-                where = f"{type(self).__name__}.rate"
-            return parse_rate(rate, setting=where)  # raises again, naming the setting
+            return parse_rate(rate, setting=self.rate_source())  # raises again, naming it
 
     @property
     def scope_name(self) -> str:
         return self.scope or type(self).__name__
 
+    def bind(self, view: Any) -> bool:
+        """Prepare for ``view`` (the scoped classes read its scope); ``False``: not limited."""
+        return True
+
+    def identity(self, request: Any, view: Any) -> str | None:
+        """``get_cache_key()`` as a string (DRF accepts any value there, e.g. an int pk)."""
+        ident = self.get_cache_key(request, view)
+        if ident is None or isinstance(ident, str):
+            return ident
+        return str(ident)
+
     # -- DRF's throttle interface -----------------------------------------
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        if not self.bind(view):
+            return True
         limits = self.get_limits()
         if limits is None:
             return True
-        ident = self.get_cache_key(request, view)
+        ident = self.identity(request, view)
         if ident is None:
             return True
         cost = self.get_cost(request, view)
-        state = request_state(request)
+        round_ = current_round(self, request, view)
         try:
-            # Once another throttle refused this request, only report: record nothing.
+            # Once another throttle of this round refused, only report: record nothing.
             decision = ratelimit.decide(
-                self.algorithm, self.scope_name, ident, limits, cost, record=not state.denied
+                self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
             )
         except RedisUnavailable as exc:
             if toolkit_settings.FAIL_OPEN:
                 return True
             raise ThrottlingUnavailable() from exc
         self.decision = decision
-        state.decisions.append(decision)
+        round_.decisions.append(decision)
         if decision.allowed:
             return True
-        state.refuse()
+        round_.refuse()
         return False
 
     def wait(self) -> float | None:
@@ -163,7 +213,23 @@ class SlidingWindowThrottle(BaseThrottle):
             return None
         return self.decision.retry_after
 
+    def reset(self, request: Any, view: Any = None) -> bool:
+        """Forget what this throttle recorded for ``request``'s client; ``True`` if any.
+
+        The toolkit's answer to DRF's ``cache.delete(throttle.get_cache_key(request, view))``.
+        """
+        if not self.bind(view):
+            return False
+        ident = self.identity(request, view)
+        if ident is None:
+            return False
+        return ratelimit.reset(self.algorithm, self.scope_name, ident) > 0
+
     # -- identification helpers ------------------------------------------
+
+    def get_ident(self, request: Any) -> Any:
+        """DRF's ``get_ident`` (``NUM_PROXIES``), with IPv6 grouped by ``IPV6_PREFIX_LENGTH``."""
+        return client_address(request)
 
     def ident_for(self, request: Any) -> str:
         """``user:<pk>`` for an authenticated user, else ``ip:<client address>``."""
@@ -199,11 +265,9 @@ class ScopedSlidingWindowThrottle(SlidingWindowThrottle):
 
     scope_attr = "throttle_scope"
 
-    def allow_request(self, request: Any, view: Any) -> bool:
+    def bind(self, view: Any) -> bool:
         self.scope = getattr(view, self.scope_attr, None)
-        if not self.scope:
-            return True
-        return super().allow_request(request, view)
+        return bool(self.scope)
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         return self.ident_for(request)
@@ -225,3 +289,23 @@ class UserSlidingWindowCounterThrottle(UserSlidingWindowThrottle):
 
 class ScopedSlidingWindowCounterThrottle(ScopedSlidingWindowThrottle):
     algorithm = ratelimit.COUNTER
+
+
+def reset_throttle(throttle: type[SlidingWindowThrottle] | str, ident: object) -> int:
+    """Forget ``ident``'s history in a throttle class's scope, or in a scope; return keys deleted.
+
+    ``ident`` is what ``get_cache_key()`` returns (``"user:42"``, ``"ip:203.0.113.9"``).
+    Given a scope name, both variants (log and counter) are reset; given a class,
+    its own. The scoped classes have no scope of their own: pass the view's
+    ``throttle_scope``.
+    """
+    ident = ident if isinstance(ident, str) else str(ident)
+    if isinstance(throttle, str):
+        return sum(
+            ratelimit.reset(kind, throttle, ident) for kind in (ratelimit.LOG, ratelimit.COUNTER)
+        )
+    if issubclass(throttle, ScopedSlidingWindowThrottle) and not throttle.scope:
+        raise ValueError(
+            f"{throttle.__name__} takes its scope from the view: pass the view's throttle_scope"
+        )
+    return ratelimit.reset(throttle.algorithm, throttle.scope or throttle.__name__, ident)

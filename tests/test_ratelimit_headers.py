@@ -148,3 +148,16 @@ def test_rules_are_validated_at_start_up():
     with override_settings(DRF_REDIS_TOOLKIT={"RATELIMIT_RULES": bad}):
         with pytest.raises(ImproperlyConfigured, match=r"RATELIMIT_RULES.*5/fortnight"):
             toolkit_settings.check()
+
+
+def test_rules_group_ipv6_clients_by_prefix(backend, settings):
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": RULES}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 0}
+    middleware = RateLimitMiddleware(_plain_view)
+    statuses = [
+        middleware(factory.post("/admin/login/", REMOTE_ADDR=f"2001:db8:7:7::{n}")).status_code
+        for n in range(1, 8)
+    ]
+    assert statuses == [200] * 5 + [429] * 2
+    other = factory.post("/admin/login/", REMOTE_ADDR="2001:db8:7:8::1")
+    assert middleware(other).status_code == 200

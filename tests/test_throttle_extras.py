@@ -72,3 +72,54 @@ def test_counter_memory_stays_constant_whatever_the_gaps(backend):
     fields = {f.decode() for f in backend.raw.hkeys(key)}
     assert not fields & set(stale)
     assert len(fields) == 2  # this minute's and this hour's counters
+
+
+def test_reset_forgets_one_client_the_python_way(backend):
+    """The toolkit's answer to DRF's ``cache.delete(throttle.get_cache_key(...))``."""
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from drf_redis_toolkit.throttling import ScopedSlidingWindowThrottle, reset_throttle
+
+    factory = APIRequestFactory()
+
+    class View(APIView):
+        throttle_classes = (ScopedSlidingWindowThrottle,)
+        throttle_scope = "reset_me"
+        permission_classes = ()
+
+        def get(self, request):
+            return Response({"ok": True})
+
+    rest = {"DEFAULT_THROTTLE_RATES": {"reset_me": "1/min"}}
+    with override_settings(REST_FRAMEWORK=rest):
+        view = View.as_view()
+
+        def call(ip="9.9.9.1"):
+            return view(factory.get("/", REMOTE_ADDR=ip)).status_code
+
+        assert [call(), call(), call("9.9.9.2")] == [200, 429, 200]
+        request = View().initialize_request(factory.get("/", REMOTE_ADDR="9.9.9.1"))
+        assert ScopedSlidingWindowThrottle().reset(request, View()) is True
+        assert [call(), call("9.9.9.2")] == [200, 429]  # only that client was reset
+        assert reset_throttle("reset_me", "ip:9.9.9.2") == 1
+        assert call("9.9.9.2") == 200
+        assert ScopedSlidingWindowThrottle().reset(request, View()) is True
+        assert reset_throttle("reset_me", "ip:9.9.9.1") == 0  # nothing left to forget
+        with pytest.raises(ValueError, match="throttle_scope"):
+            reset_throttle(ScopedSlidingWindowThrottle, "ip:9.9.9.1")
+
+
+def test_reset_by_class_and_int_identity(backend):
+    from drf_redis_toolkit.throttling import reset_throttle
+
+    with override_settings(REST_FRAMEWORK=REST):
+        request = APIRequestFactory().get("/")
+        from django.contrib.auth.models import User
+
+        request.user = User(pk=42, username="u42")
+        for _ in range(5):
+            UserSlidingWindowThrottle().allow_request(request, None)
+        assert UserSlidingWindowThrottle().allow_request(request, None) is False
+        assert reset_throttle(UserSlidingWindowThrottle, "user:42") == 1
+        assert UserSlidingWindowThrottle().allow_request(request, None) is True

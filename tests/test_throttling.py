@@ -365,3 +365,134 @@ def test_scripts_are_reloaded_after_script_flush(backend):
     assert hit(throttle)[0] is True
     backend.raw.script_flush()
     assert [hit(throttle)[0] for _ in range(2)] == [True, False]
+
+
+# -- rates on the class, identities of any type --------------------------------------
+
+
+class Burst(ScopedSlidingWindowThrottle):
+    """DRF's documented pattern: a subclass carrying its own rates."""
+
+    THROTTLE_RATES = {"burst": "1/day"}
+
+
+class BurstView:
+    throttle_scope = "burst"
+
+
+def _scoped_request():
+    request = factory.get("/")
+    request.user = _user(7)
+    return request
+
+
+def test_throttle_rates_on_a_subclass_are_honoured(backend):
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {}}):
+        got = [Burst().allow_request(_scoped_request(), BurstView()) for _ in range(2)]
+    assert got == [True, False]
+
+
+def test_throttle_rates_on_a_subclass_win_over_the_setting(backend):
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"burst": "100/min"}}):
+        got = [Burst().allow_request(_scoped_request(), BurstView()) for _ in range(2)]
+        # A class without THROTTLE_RATES still reads the setting, at call time.
+        plain = [
+            ScopedSlidingWindowCounterThrottle().allow_request(_scoped_request(), BurstView())
+            for _ in range(2)
+        ]
+    assert got == [True, False]
+    assert plain == [True, True]
+
+
+def test_a_scope_missing_from_the_class_rates_names_the_class(backend):
+    class Other:
+        throttle_scope = "other"
+
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"other": "5/min"}}):
+        with pytest.raises(ImproperlyConfigured, match=r"'other'.*Burst\.THROTTLE_RATES"):
+            Burst().allow_request(_scoped_request(), Other())
+
+
+def test_a_malformed_class_rate_names_the_class_attribute(backend):
+    class Bad(Burst):
+        THROTTLE_RATES = {"burst": "1/fortnight"}
+
+    with pytest.raises(ImproperlyConfigured, match=r"Bad\.THROTTLE_RATES\['burst'\].*fortnight"):
+        Bad().allow_request(_scoped_request(), BurstView())
+
+
+class ByPk(SlidingWindowThrottle):
+    scope = "bypk"
+    rate = "2/min"
+
+    def get_cache_key(self, request, view):
+        return request.user.pk  # an int, as DRF allows
+
+
+def test_a_non_string_identity_works_like_its_string(backend):
+    request = _scoped_request()
+    assert [ByPk().allow_request(request, None) for _ in range(3)] == [True, True, False]
+    key = keyspace.throttle_key(ratelimit.LOG, "bypk", "7")
+    assert backend.raw.zcard(key) == 2
+
+
+# -- IPv6 clients are grouped by prefix ----------------------------------------------
+
+
+def _anon(ip, **extra):
+    request = factory.get("/", REMOTE_ADDR=ip, **extra)
+    request.user = AnonymousUser()
+    return request
+
+
+def test_ipv6_addresses_in_one_64_share_a_limit(backend):
+    """Rotating addresses inside one /64 allocation does not escape the limit."""
+    rest = {"NUM_PROXIES": 0, "DEFAULT_THROTTLE_RATES": {"anon": "2/min"}}
+    with override_settings(REST_FRAMEWORK=rest):
+        same = [f"2001:db8:1:2::{n:x}" for n in range(1, 5)]
+        assert [AnonSlidingWindowThrottle().allow_request(_anon(ip), None) for ip in same] == [
+            True,
+            True,
+            False,
+            False,
+        ]
+        # The next /64 is another client.
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8:1:3::1"), None) is True
+
+
+def test_ipv6_prefix_length_is_a_setting(backend):
+    settings = {**backend.settings, "IPV6_PREFIX_LENGTH": 128}
+    rest = {"NUM_PROXIES": 0, "DEFAULT_THROTTLE_RATES": {"anon": "1/min"}}
+    with override_settings(REST_FRAMEWORK=rest, DRF_REDIS_TOOLKIT=settings):
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8::1"), None) is True
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8::2"), None) is True
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8::2"), None) is False
+    settings = {**backend.settings, "IPV6_PREFIX_LENGTH": 48}
+    with override_settings(REST_FRAMEWORK=rest, DRF_REDIS_TOOLKIT=settings):
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8:5:1::1"), None) is True
+        assert AnonSlidingWindowThrottle().allow_request(_anon("2001:db8:5:ff::1"), None) is False
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # IPv4-mapped: the IPv4 client
+        ("192.0.2.7", "192.0.2.7"),
+        ("1.1.1.1,2.2.2.2", "1.1.1.1,2.2.2.2"),  # not one address: unchanged
+        (None, None),
+    ],
+)
+def test_group_address(address, expected):
+    from drf_redis_toolkit.throttling import group_address
+
+    assert group_address(address) == expected
+
+
+@pytest.mark.parametrize("value", [0, 129, "64", True, 6.4])
+def test_ipv6_prefix_length_is_validated(value):
+    from drf_redis_toolkit.conf import toolkit_settings
+
+    with override_settings(DRF_REDIS_TOOLKIT={"IPV6_PREFIX_LENGTH": value}):
+        with pytest.raises(ImproperlyConfigured, match=r"IPV6_PREFIX_LENGTH.*1 to 128"):
+            toolkit_settings.check()
