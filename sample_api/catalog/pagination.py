@@ -9,9 +9,10 @@ sliced to ``[bottom:min(bottom + per_page, count)]``. Outside a transaction
 sees the data committed when it starts. If a row moves *into* the list between
 the two, the last page is cut at the old count and loses the row that sorts
 last, although that row never left the list: an answer no state of the
-database ever held (``test_a_page_is_one_snapshot_even_when_a_row_moves_in``
-reproduces it with Django alone). Counting with ``COUNT(*) OVER ()`` in the
-page's own ``SELECT`` gives the rows and their total from the same snapshot.
+database ever held (tests/test_sample_api_concurrency.py reproduces it with
+Django alone). Counting in a subquery of the page's own ``SELECT`` gives the
+rows and their total from the same snapshot: a statement sees one snapshot,
+its subqueries included, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,30 +20,37 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
-from django.db.models import Count, QuerySet, Window
+from django.db.models import Count, QuerySet, Subquery, Value
 from rest_framework.pagination import PageNumberPagination
 
 
 class SnapshotPaginator(Paginator):
     """A ``Paginator`` whose page and ``count`` are read by one ``SELECT`` (one snapshot).
 
-    The total rides on every row as a window aggregate; a page with no rows
-    needs no count (page 1 is empty, any other page is out of range). Lists
-    that are not plain querysets, or use ``DISTINCT`` (which a window would
-    count before de-duplicating), are paginated the usual way.
+    The total rides on every row as an uncorrelated scalar subquery,
+    ``(SELECT COUNT(id) FROM ... WHERE <the same filter>)``, which both databases
+    evaluate once; a page with no rows needs no count (page 1 is empty, any
+    other page is out of range). Lists that are not plain querysets, or use
+    ``DISTINCT`` or ``GROUP BY`` (which that count would not reproduce), are
+    paginated the usual way.
     """
 
     total_attribute = "_snapshot_total"
 
     def page(self, number: Any) -> Page:
         queryset = self.object_list
-        if not isinstance(queryset, QuerySet) or queryset.query.distinct:
+        if (
+            not isinstance(queryset, QuerySet)
+            or queryset.query.distinct
+            or queryset.query.group_by is not None
+        ):
             return super().page(number)
         number = self._whole_number(number)
         bottom = (number - 1) * self.per_page
         # Up to ``orphans`` extra rows: the last page takes them rather than leave them alone.
-        window = queryset.annotate(**{self.total_attribute: Window(Count("pk"))})
-        rows = list(window[bottom : bottom + self.per_page + self.orphans])
+        counted = queryset.order_by().values(_one=Value(1)).annotate(_n=Count("pk")).values("_n")
+        page = queryset.annotate(**{self.total_attribute: Subquery(counted)})
+        rows = list(page[bottom : bottom + self.per_page + self.orphans])
         if not rows and (number > 1 or not self.allow_empty_first_page):
             raise EmptyPage(self.error_messages["no_results"])
         total = getattr(rows[0], self.total_attribute) if rows else 0
