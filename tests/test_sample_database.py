@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from config.settings import database_from_url
 
+from tests import servers
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +44,21 @@ def test_a_sqlite_url_names_a_relative_or_an_absolute_file():
 def test_an_unknown_scheme_is_refused():
     with pytest.raises(ValueError, match="mysql"):
         database_from_url("mysql://u:p@127.0.0.1/shop")
+
+
+def test_a_throwaway_postgres_runs_unprivileged_and_is_stopped_by_its_pid():
+    """``initdb`` refuses root: as root, the cluster belongs to another account."""
+    if servers.postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL (initdb, postgres) is not installed")
+    server = servers.start_postgres()
+    try:
+        owner = os.stat(f"/proc/{server.pid}").st_uid
+        assert owner != 0 if os.geteuid() == 0 else owner == os.geteuid()
+        assert server.url().startswith("postgres://postgres@127.0.0.1:")
+    finally:
+        server.stop()
+    assert server.process.returncode == 0  # a clean fast shutdown
+    assert not os.path.exists(f"/proc/{server.pid}") and not os.path.exists(server.directory)
 
 
 @pytest.mark.slow
