@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from django.test import override_settings
@@ -39,12 +39,16 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[servers.RedisProcess]:
-    """A real standalone ``redis-server`` for the whole session."""
-    if servers.redis_server_binary() is None:
-        _unavailable("redis-server is not installed")
-    server = servers.start_redis()
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_Server = TypeVar("_Server", bound=_Stoppable)
+
+
+def _until_the_end(start: Callable[[], _Server]) -> Iterator[_Server]:
+    """Start a server for a fixture, and stop it (by PID) however the fixture ends."""
+    server = start()
     try:
         yield server
     finally:
@@ -52,15 +56,19 @@ def redis_server() -> Iterator[servers.RedisProcess]:
 
 
 @pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.RedisProcess]:
+    """A real standalone ``redis-server`` for the whole session."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    yield from _until_the_end(servers.start_redis)
+
+
+@pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[servers.RedisCluster]:
     """A real 3-master Redis Cluster for the whole session."""
     if servers.redis_server_binary() is None:
         _unavailable("redis-server is not installed")
-    cluster = servers.start_cluster(masters=3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _until_the_end(lambda: servers.start_cluster(masters=3))
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +79,7 @@ def postgres_server() -> Iterator[servers.PostgresProcess]:
         if DATABASE == "postgres":
             pytest.fail(f"{message} (DRT_DATABASE=postgres)")
         pytest.skip(message)
-    server = servers.start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _until_the_end(servers.start_postgres)
 
 
 @pytest.fixture(scope="session")
