@@ -3,7 +3,8 @@
 For each run it starts, in a fresh temporary directory:
 
 1. a real ``redis-server`` (or a local 3-master Redis Cluster with ``--cluster``);
-2. a fresh SQLite database (or ``DATABASE_URL``), migrated and seeded;
+2. a fresh SQLite database (a throwaway PostgreSQL cluster with ``--db postgres``,
+   or ``DATABASE_URL``), migrated and seeded;
 3. the sample API under gunicorn with several worker processes on 127.0.0.1;
 4. headless Locust (``loadtests/locustfile.py``) for ``--duration`` seconds;
 
@@ -200,6 +201,22 @@ def wait_for_http(url: str, process: subprocess.Popen, logfile: Path, timeout: f
     raise RuntimeError(f"the sample API did not answer within {timeout:.0f}s:\n{tail(logfile)}")
 
 
+def start_database(args: argparse.Namespace, started: Started) -> dict[str, str]:
+    """With ``--db postgres`` (``make load DB=postgres``): a throwaway PostgreSQL cluster.
+
+    Returns the environment to serve the API on it (``DATABASE_URL``); the
+    cluster is stopped by PID with everything else this run started.
+    """
+    if args.db != "postgres":
+        return {}
+    from tests import servers
+
+    postgres = servers.start_postgres()
+    started.add("postgres", postgres.stop)
+    log(f"postgres pid {postgres.pid} on 127.0.0.1:{postgres.port}")
+    return {"DATABASE_URL": postgres.create_database("shop")}
+
+
 def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> dict[str, Any]:
     """Start everything, run Locust, stop everything; return the summary."""
     from tests import servers
@@ -225,6 +242,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             redis_url = server.url
             log(f"{mode}: redis-server pid {server.pid} on {redis_url}")
         env = server_env(args, mode, redis_url, workdir)
+        env.update(start_database(args, started))
         manage("migrate", "--noinput", "-v", "0", env=env, logfile=logfile)
         demo_users = users + 5
         manage(
@@ -527,6 +545,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="toolkit (default), baseline (no response cache, DRF throttles) or both",
     )
     parser.add_argument("--cluster", action="store_true", default=env("CLUSTER") == "1")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default=env("DB", "sqlite"))
     parser.add_argument("--workers", type=int, default=int(env("WORKERS", "4")))
     parser.add_argument("--threads", type=int, default=int(env("THREADS", "4")))
     parser.add_argument("--products", type=int, default=int(env("PRODUCTS", "500")))

@@ -4,15 +4,19 @@ Tests that take the ``backend`` fixture run once per backend; the test ids say
 which (``[fake]``, ``[real]``, ``[cluster]``), and the summary at the end counts
 them. Without ``redis-server`` the real ones skip on a laptop, but with
 ``DRT_REQUIRE_REDIS=1`` (set by ``.ci/run``) a missing server is a failure.
+
+The database is SQLite (a file per pytest process). ``DRT_DATABASE=postgres``
+runs the session on a throwaway PostgreSQL cluster instead (``postgres_server``),
+started like ``redis-server``; without PostgreSQL installed that is a failure.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from django.test import override_settings
@@ -23,6 +27,8 @@ from tests import servers
 pytest_plugins = ["tests.sample_fixtures"]
 
 REQUIRE_REDIS = os.environ.get("DRT_REQUIRE_REDIS") == "1"
+#: The database the session runs on: "sqlite" (tests/settings.py) or "postgres".
+DATABASE = os.environ.get("DRT_DATABASE", "sqlite")
 BACKENDS = ["fake", "real", "cluster"]
 _outcomes: Counter[tuple[str, str]] = Counter()
 
@@ -33,12 +39,16 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[servers.RedisProcess]:
-    """A real standalone ``redis-server`` for the whole session."""
-    if servers.redis_server_binary() is None:
-        _unavailable("redis-server is not installed")
-    server = servers.start_redis()
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_Server = TypeVar("_Server", bound=_Stoppable)
+
+
+def _until_the_end(start: Callable[[], _Server]) -> Iterator[_Server]:
+    """Start a server for a fixture, and stop it (by PID) however the fixture ends."""
+    server = start()
     try:
         yield server
     finally:
@@ -46,15 +56,73 @@ def redis_server() -> Iterator[servers.RedisProcess]:
 
 
 @pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.RedisProcess]:
+    """A real standalone ``redis-server`` for the whole session."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    yield from _until_the_end(servers.start_redis)
+
+
+@pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[servers.RedisCluster]:
     """A real 3-master Redis Cluster for the whole session."""
     if servers.redis_server_binary() is None:
         _unavailable("redis-server is not installed")
-    cluster = servers.start_cluster(masters=3)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _until_the_end(lambda: servers.start_cluster(masters=3))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[servers.PostgresProcess]:
+    """A throwaway PostgreSQL cluster for the whole session (``initdb`` in a temporary dir)."""
+    if servers.postgres_bin_dir() is None:
+        message = "PostgreSQL (initdb, postgres) is not installed"
+        if DATABASE == "postgres":
+            pytest.fail(f"{message} (DRT_DATABASE=postgres)")
+        pytest.skip(message)
+    yield from _until_the_end(servers.start_postgres)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    request: pytest.FixtureRequest, django_db_modify_db_settings_parallel_suffix: None
+) -> None:
+    """With ``DRT_DATABASE=postgres``, point ``default`` at ``postgres_server`` before set-up.
+
+    pytest-django calls this before it creates the test database. The entry is
+    built by the sample API's own ``DATABASE_URL`` parser, and changed in place:
+    Django's connection handler holds that very dict.
+    """
+    if DATABASE == "sqlite":
+        return
+    if DATABASE != "postgres":
+        raise pytest.UsageError(f"DRT_DATABASE={DATABASE!r}: use sqlite or postgres")
+    from config.settings import database_from_url
+    from django.conf import settings
+    from django.db import connections
+
+    server = request.getfixturevalue("postgres_server")
+    entry = database_from_url(server.create_database("drt"))
+    entry = connections.configure_settings({"default": entry})["default"]
+    connections.close_all()
+    if hasattr(connections._connections, "default"):
+        del connections["default"]  # a wrapper built for SQLite would stay SQLite
+    settings.DATABASES["default"].clear()
+    settings.DATABASES["default"].update(entry)
+
+
+@pytest.fixture(scope="session")
+def django_db_use_migrations(request: pytest.FixtureRequest) -> bool:
+    """On PostgreSQL, build the test schema from the models (``--no-migrations``).
+
+    ``tests.testapp`` has no migrations, so Django creates its tables first,
+    before ``auth_user`` exists; SQLite accepts the foreign key to a missing
+    table, PostgreSQL does not. Without migrations every table is created in
+    one pass and the foreign keys are added at its end. (The sample's own
+    migrations still run on PostgreSQL wherever it is served: ``make load DB=postgres``.)
+    """
+    if DATABASE == "postgres":
+        return False
+    return not request.config.getvalue("nomigrations")
 
 
 @dataclass

@@ -112,6 +112,16 @@ def make_catalog(products_per_category: int = 3) -> Catalog:
     return Catalog(categories, tags, products)
 
 
+def database_url() -> str:
+    """The test database as a ``DATABASE_URL``, for the sample API run in another process."""
+    from django.db import connection
+
+    entry = connection.settings_dict
+    if entry["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{entry['NAME']}"
+    return f"postgres://{entry['USER']}@{entry['HOST']}:{entry['PORT']}/{entry['NAME']}"
+
+
 class Generations:
     """Watch namespace generations: which of the names were bumped since the snapshot."""
 

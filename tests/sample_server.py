@@ -53,14 +53,20 @@ def sample_api(
     products: int = 60,
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Migrate and seed a fresh SQLite database, serve the API, yield its base URL."""
+    """Migrate and seed a fresh database, serve the API, yield its base URL.
+
+    SQLite, or with ``DRT_DATABASE=postgres`` a throwaway PostgreSQL cluster.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="drt-sample-"))
+    postgres = servers.start_postgres() if os.environ.get("DRT_DATABASE") == "postgres" else None
     environment = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "REDIS_URL": redis_url,
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "DATABASE_URL": postgres.create_database("shop")
+        if postgres
+        else f"sqlite:///{workdir / 'db.sqlite3'}",
         "DJANGO_DEBUG": "0",
         **(env or {}),
     }
@@ -68,10 +74,15 @@ def sample_api(
         ["migrate", "--noinput", "-v", "0"],
         ["seed_demo", "--products", str(products), "--users", "2"],
     ):
-        subprocess.run(
-            [sys.executable, str(SAMPLE / "manage.py"), *argv],
-            env=environment, check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
+        try:
+            subprocess.run(
+                [sys.executable, str(SAMPLE / "manage.py"), *argv],
+                env=environment, check=True, capture_output=True, timeout=300,
+            )  # fmt: skip
+        except BaseException:
+            if postgres:
+                postgres.stop()
+            raise
     port = servers.free_port()
     logfile = workdir / "gunicorn.log"
     log = logfile.open("wb")
@@ -106,6 +117,8 @@ def sample_api(
                 os.killpg(gunicorn.pid, signal.SIGKILL)
                 gunicorn.wait(timeout=5)
         log.close()
+        if postgres:
+            postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -1,13 +1,16 @@
-"""Start and stop real ``redis-server`` processes (standalone and a 3-master cluster) on loopback.
+"""Start and stop real ``redis-server`` processes (standalone, cluster) and PostgreSQL on loopback.
 
 Used by the test fixtures, the demo runner and the load tests. Every process is
-started on a free port, in a temporary directory, with persistence off, and
-stopped by PID. Nothing here talks to anything but 127.0.0.1.
+started on a free port, in a temporary directory, with persistence off (Redis)
+or durability off (PostgreSQL), and stopped by PID. Nothing here talks to
+anything but 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -284,3 +287,152 @@ def start_sentinel_setup(service_name: str = "drtmaster") -> SentinelSetup:
     for proc in (sentinel, replica, master):
         proc.stop()
     raise RuntimeError("Sentinel did not see the master and its replica within 10 s")
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+def postgres_bin_dir() -> str | None:
+    """Where ``initdb`` and ``postgres`` are: on PATH, or Debian's ``/usr/lib/postgresql/*/bin``.
+
+    Debian's ``postgresql`` package puts the server binaries under a versioned
+    directory off PATH (only wrappers such as ``pg_ctlcluster`` are on it); the
+    newest version found is used.
+    """
+    on_path = shutil.which("initdb")
+    if on_path:
+        directory = os.path.dirname(os.path.realpath(on_path))
+        if os.access(os.path.join(directory, "postgres"), os.X_OK):
+            return directory
+
+    def version(initdb: str) -> int:
+        name = initdb.split("/")[-3]
+        return int(name) if name.isdigit() else 0
+
+    for initdb in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version, reverse=True):
+        directory = os.path.dirname(initdb)
+        if os.access(os.path.join(directory, "postgres"), os.X_OK):
+            return directory
+    return None
+
+
+def _postgres_os_user() -> pwd.struct_passwd | None:
+    """Who runs the cluster: ``None`` (ourselves) unless we are root, which ``initdb`` refuses.
+
+    As root, the ``postgres`` account if it exists (Debian's package creates
+    it), else ``nobody``: the cluster's files live in a directory given to that
+    account, and the server process is started with its uid and gid.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' account exists")
+
+
+@dataclass
+class PostgresProcess:
+    """A throwaway PostgreSQL cluster: superuser ``postgres``, trust auth, loopback only."""
+
+    port: int
+    directory: str
+    process: subprocess.Popen
+    user: str = "postgres"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` (dropped with the cluster); return its URL."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT to the postmaster, which stops its children); remove the files."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres(port: int | None = None) -> PostgresProcess:
+    """``initdb`` a cluster in a temporary directory and run ``postgres`` on a free loopback port.
+
+    The server is our child process (not daemonised by ``pg_ctl``), so it is
+    stopped by its PID like ``redis-server``. Durability is off (``fsync``,
+    ``synchronous_commit``, ``full_page_writes``): the data is thrown away.
+    """
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL (initdb, postgres) is not installed")
+    directory = tempfile.mkdtemp(prefix="drt-postgres-")
+    account = _postgres_os_user()
+    as_user: dict[str, int] = {}
+    if account is not None:
+        os.chown(directory, account.pw_uid, account.pw_gid)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    data = os.path.join(directory, "data")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": directory}
+    initdb = subprocess.run(
+        [
+            os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--locale", "C", "--no-sync",
+        ],
+        capture_output=True, text=True, timeout=120, cwd=directory, env=env, **as_user,
+    )  # fmt: skip
+    if initdb.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {initdb.stderr or initdb.stdout}")
+    port = port or free_port()
+    log = open(os.path.join(directory, "postgres.log"), "wb")
+    try:
+        process = subprocess.Popen(
+            [
+                os.path.join(bin_dir, "postgres"), "-D", data, "-p", str(port),
+                "-h", "127.0.0.1", "-k", directory,
+                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", "max_connections=200",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=directory, env=env, **as_user,
+        )  # fmt: skip
+    finally:
+        log.close()
+    server = PostgresProcess(port, directory, process)
+    try:
+        _wait_postgres_ready(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_postgres_ready(server: PostgresProcess, timeout: float = 30) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            with open(os.path.join(server.directory, "postgres.log"), errors="replace") as handle:
+                tail = handle.read()[-2000:]
+            raise RuntimeError(f"postgres exited with {server.process.returncode}: {tail}")
+        try:
+            psycopg.connect(server.url(), connect_timeout=1).close()
+            return
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    raise RuntimeError(f"PostgreSQL on port {server.port} did not answer within {timeout:.0f} s")

@@ -6,7 +6,15 @@ between two categories, through every write path: a staff PATCH, a model
 write returns (is acknowledged), it is recorded. Readers read details, the
 full list and both category lists through the cached API and check each
 answer against what had been acknowledged *before the read started*. An
-answer older than that is a stale read; there must be none.
+answer older than that is a stale read; there must be none. A list must not
+lack a product that never left it either.
+
+That last one used to fail about one run in three ("missing rows"): Django's
+``Paginator`` counts in one statement and reads the page, cut at that count, in
+another; a product moving *into* a category between the two pushed the
+category's last product off its list. The first tests below reproduce that
+deterministically, with Django alone and then through the API; the sample's
+``SnapshotPaginator`` reads the page and its count in one statement.
 """
 
 from __future__ import annotations
@@ -15,12 +23,16 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from catalog.models import Category, Product
+from catalog.pagination import SnapshotPaginator
 from django.contrib.auth import get_user_model
-from django.db import connections, transaction
+from django.core.paginator import Paginator
+from django.db import connection, connections, transaction
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -30,6 +42,136 @@ DURATION = 3.0
 READERS = 4
 WRITERS = 2
 PRODUCTS_PER_WRITER = 2
+
+
+@contextmanager
+def between_statements(table: str, write: Callable[[], None]) -> Iterator[list[str]]:
+    """Run ``write`` (committed, on another connection) right after this thread's first
+    statement on ``table``; yield the SQL of this thread's statements on ``table``.
+
+    This is the interleaving a concurrent writer hits by chance, made certain.
+    """
+    statements: list[str] = []
+
+    def in_another_thread() -> None:
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as exc:  # noqa: BLE001  (re-raised below)
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive() and not errors, errors
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if table in sql:
+            statements.append(sql)
+            if len(statements) == 1:
+                in_another_thread()
+        return result
+
+    with connection.execute_wrapper(wrapper):
+        yield statements
+
+
+def moving_in() -> tuple[Category, list[Product], Callable[[], None]]:
+    """Four books, the first moved to games; and the write that moves it back into books."""
+    books = Category.objects.create(name="Books", slug="books")
+    games = Category.objects.create(name="Games", slug="games")
+    products = [
+        Product.objects.create(name=f"P{n}", slug=f"p{n}", price=1, stock=0, category=books)
+        for n in range(4)
+    ]
+    Product.objects.filter(pk=products[0].pk).update(category=games)
+
+    def move_back() -> None:
+        Product.objects.filter(pk=products[0].pk).update(category=books)
+
+    return books, products, move_back
+
+
+def first_page_while_a_book_moves_in(
+    paginator_class: type[Paginator],
+) -> tuple[list[str], int, list[int], list[Product]]:
+    """Page 1 of the books with P0 moving back in after the first statement.
+
+    Returns the statements run, the page's count, the page's ids and the products.
+    """
+    books, products, move_back = moving_in()
+    queryset = Product.objects.filter(category=books).order_by("pk")
+    with between_statements("catalog_product", move_back) as statements:
+        paginator = paginator_class(queryset, 100)
+        ids = [p.pk for p in paginator.page(1)]
+    return statements, paginator.count, ids, products
+
+
+def test_django_paginator_alone_loses_a_row_that_moves_in_between_count_and_page():
+    """The root cause, without the toolkit or the sample's views: Django's ``Paginator``.
+
+    ``COUNT(*)`` sees three books; the row moving back in commits; the page,
+    sliced ``[0:3]`` by that count, holds P0, P1, P2: P3 never left the books
+    and is missing. This is the database's READ COMMITTED / autocommit
+    behaviour (each statement its own snapshot), the same on SQLite and
+    PostgreSQL; Django asks for nothing stronger.
+    """
+    statements, count, ids, products = first_page_while_a_book_moves_in(Paginator)
+    assert "COUNT(" in statements[0].upper() and len(statements) == 2, statements
+    assert (count, ids) == (3, [p.pk for p in products[:3]])  # products[3] is lost
+
+
+def test_a_page_is_one_snapshot_even_when_a_row_moves_in():
+    """``SnapshotPaginator`` under the same interleaving: one statement, a consistent page."""
+    statements, count, ids, products = first_page_while_a_book_moves_in(SnapshotPaginator)
+    assert len(statements) == 1, statements
+    assert (count, ids) == (3, [p.pk for p in products[1:]])
+    # The next read sees the move.
+    queryset = Product.objects.filter(category=products[1].category).order_by("pk")
+    assert [p.pk for p in SnapshotPaginator(queryset, 100).page(1)] == [p.pk for p in products]
+
+
+def test_a_category_list_answer_is_one_snapshot_of_the_category(real_shop):
+    """Through the API (a cache miss): a category's list never lacks a product that stayed."""
+    from rest_framework.test import APIClient as Client
+
+    books, products, move_back = moving_in()
+    with between_statements("catalog_product", move_back):
+        response = Client().get(f"/api/products/?category={books.pk}&page_size=100")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    ids = [row["id"] for row in body["results"]]
+    assert response["X-Cache"] == "MISS"
+    assert (body["count"], ids) == (3, [p.pk for p in products[1:]]), body
+    # The move's invalidation reached the list: the next read shows P0 back.
+    after = Client().get(f"/api/products/?category={books.pk}&page_size=100").json()
+    assert [row["id"] for row in after["results"]] == [p.pk for p in products], after
+
+
+@pytest.mark.parametrize("orphans", [0, 2])
+@pytest.mark.parametrize("number", [1, 2, 3, 4, "last"])
+def test_snapshot_pages_match_djangos_when_nothing_moves(number, orphans):
+    category = Category.objects.create(name="Books", slug="books")
+    Product.objects.bulk_create(
+        Product(name=f"P{n}", slug=f"p{n}", price=1, stock=0, category=category) for n in range(11)
+    )
+    queryset = Product.objects.order_by("pk")
+
+    def paginate(paginator_class: type[Paginator]) -> Any:
+        paginator = paginator_class(queryset, 4, orphans=orphans)
+        page_number = paginator.num_pages if number == "last" else number
+        try:
+            page = paginator.page(page_number)
+        except Exception as exc:  # noqa: BLE001  (compared, not hidden)
+            return type(exc).__name__
+        return paginator.count, paginator.num_pages, [p.pk for p in page], page.has_next()
+
+    assert paginate(SnapshotPaginator) == paginate(Paginator)
 
 
 class Ledger:
@@ -177,7 +319,6 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
                     else {row["id"]: row for row in body["results"]}
                 )
                 found = stale_rows(kind, category, rows, acked, started_after)
-                # A row missing from a list is counted apart: see MISSING_ROWS below.
                 missing = [p for p in found if p.endswith("missing")]
                 wrong = [p for p in found if not p.endswith("missing")]
                 count(
@@ -204,13 +345,10 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
     assert not errors, errors[0]
 
     print(f"\nconcurrency: {dict(stats)}; {problems[:3]}")
-    # Never an older version, nor a row in a category it had left: asserted.
+    # Never an older version, nor a row in a category it had left, nor a list lacking a
+    # product that never left it (see the module's docstring).
     assert stats["stale"] == 0, problems[:10]
-    # MISSING_ROWS: about one run in three, one list answer (a MISS, i.e. computed from
-    # the database by that request; rarely a HIT of such an answer) lacks a product that
-    # never left the category. The database never held that state (checked with SQLite
-    # triggers); it was not seen in 10 runs with the response cache off, nor in 20 with
-    # query capture on. Not understood yet: reported, not asserted.
+    assert stats["missing_rows"] == 0, problems[:10]
     assert stats["writes"] >= 20 and stats["reads"] >= 100, dict(stats)
     assert all(stats[f"writes_{m}"] for m in ("api", "save", "atomic", "update")), dict(stats)
     assert stats["hits"] > 0, "the cache was never exercised"
