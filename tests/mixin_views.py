@@ -49,6 +49,17 @@ class GadgetViewSet(ProductCacheMixin, viewsets.ModelViewSet):
         return Response({"category": category})
 
 
+class LooseViewSet(ProductCacheMixin, viewsets.ModelViewSet):
+    """Products whose list forgets to filter by ``?category=``: every category, every time."""
+
+    queryset = Product.objects.order_by("pk")
+    serializer_class = ProductSerializer
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    throttle_classes = []
+    pagination_class = None
+
+
 class GadgetBySlugViewSet(ProductCacheMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Product.objects.all()
     serializer_class = ProductSerializer
@@ -72,6 +83,7 @@ class OpenCartViewSet(CartCacheMixin, viewsets.ReadOnlyModelViewSet):
 
 router = SimpleRouter()
 router.register("gadgets", GadgetViewSet, basename="gadget")
+router.register("loose", LooseViewSet, basename="loose")
 router.register("by-slug", GadgetBySlugViewSet, basename="by-slug")
 router.register("open-cart", OpenCartViewSet, basename="open-cart")
 urlpatterns = [path("", include(router.urls))]
