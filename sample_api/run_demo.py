@@ -1,4 +1,4 @@
-"""Run the sample API for trying things out: pick a Redis, migrate, seed once, serve.
+"""Run the sample API for trying things out: pick a Redis, migrate, load demo data once, serve.
 
 Redis, in order of preference:
 

@@ -106,7 +106,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 
-#: The seed guide's "Example 7: Cache Invalidation Pattern", as settings. A
+#: Invalidation on save and delete, as settings (see docs/invalidation.md). A
 #: name under "keys" is deleted from redis_client *and* its namespace
 #: generation is bumped; one under "namespaces" is bumped. Templates read the
 #: instance's fields; when a product changes category, both categories' lists
