@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from config.demo_redis import running_demo_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "sample-api-insecure-demo-key")
@@ -129,7 +131,8 @@ SHOP_INVALIDATION = {
 }
 
 DRF_REDIS_TOOLKIT = {
-    "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # REDIS_URL, else the Redis a running `make demo` uses (config/demo_redis.py).
+    "REDIS_URL": os.environ.get("REDIS_URL") or running_demo_url() or "redis://127.0.0.1:6379/0",
     "CLUSTER": os.environ.get("REDIS_CLUSTER") == "1",
     "KEY_PREFIX": os.environ.get("REDIS_KEY_PREFIX", "shop"),
     "INVALIDATION": SHOP_INVALIDATION,
