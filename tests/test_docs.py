@@ -5,18 +5,21 @@ The fenced ```` ```python ```` blocks of one page run in order in one namespace
 fakeredis and test database, with the sample API's apps installed. Blocks whose
 first line starts with ``>>>`` are doctests: their printed results are compared.
 
-Settings fragments run too (``INSTALLED_APPS = [..., "drf_redis_toolkit"]`` is
-valid Python), and what they assign is then checked: every ``DRF_REDIS_TOOLKIT``
-key and value through the toolkit's own validators, every throttle rate through
-its parser, every dotted path the toolkit names is imported.
+Settings fragments run too, on top of the lists ``startproject`` writes (so
+``INSTALLED_APPS += ["drf_redis_toolkit"]`` works as in a real ``settings.py``),
+and what they assign is then checked: every ``DRF_REDIS_TOOLKIT`` key and value
+through the toolkit's own validators, every throttle rate through its parser,
+every dotted path the toolkit names is imported.
 
 A block that cannot run here (a model in an app that doesn't exist, a view that
 needs a URLconf) is preceded by ``<!-- no-test -->`` on the line before its
-fence; use it sparingly.
+fence; use it sparingly. Pages in ``PROJECT_PAGES`` (files to write, commands to
+run) are followed in a project of their own by the test named there.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from dataclasses import dataclass
@@ -119,6 +122,20 @@ def run_block(block: Block, namespace: dict[str, Any]) -> None:
         check_settings(namespace, block)
 
 
+def startproject_settings() -> dict[str, list[str]]:
+    """The lists ``django-admin startproject`` writes in a new ``settings.py``."""
+    import django
+
+    template = Path(django.__file__).parent / "conf" / "project_template" / "project_name"
+    source = (template / "settings.py-tpl").read_text(encoding="utf-8")
+    found: dict[str, list[str]] = {}
+    for name in ("INSTALLED_APPS", "MIDDLEWARE"):
+        match = re.search(rf"^{name} = (\[.*?\])$", source, re.MULTILINE | re.DOTALL)
+        assert match, f"startproject's settings template has no {name}"
+        found[name] = ast.literal_eval(match[1])
+    return found
+
+
 def _pages_with_python() -> list[Path]:
     return [p for p in PAGES if p.exists() and p not in PROJECT_PAGES and python_blocks(p)]
 
@@ -151,7 +168,8 @@ def test_python_examples_run(page: Path, settings: Any, monkeypatch: pytest.Monk
         "authentication_classes",
         [import_string(path) for path in config["DEFAULT_AUTHENTICATION_CLASSES"]],
     )
-    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    # A settings fragment adds to what ``startproject`` wrote (``INSTALLED_APPS += [...]``).
+    namespace: dict[str, Any] = {"__name__": "docs_example", **startproject_settings()}
     ran = 0
     for block in python_blocks(page):
         if block.skipped:
