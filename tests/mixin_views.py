@@ -17,14 +17,20 @@ from rest_framework.routers import SimpleRouter
 from drf_redis_toolkit.mixins import CartCacheMixin, ProductCacheMixin
 
 
-class GadgetViewSet(ProductCacheMixin, viewsets.ModelViewSet):
-    """Products, writable by anyone, with write actions that send no model signals."""
+class LooseViewSet(ProductCacheMixin, viewsets.ModelViewSet):
+    """Products, writable by anyone, whose list forgets to filter by ``?category=``."""
 
     queryset = Product.objects.order_by("pk")
     serializer_class = ProductSerializer
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_classes = []
+    pagination_class = None
+
+
+class GadgetViewSet(LooseViewSet):
+    """Products filtered by ``?category=``, with write actions that send no model signals."""
+
     pagination_class = ProductPagination
 
     def get_queryset(self):
@@ -47,17 +53,6 @@ class GadgetViewSet(ProductCacheMixin, viewsets.ModelViewSet):
         Product._base_manager.filter(pk=product.pk).update(category_id=category)
         product.category_id = category  # changed in place: seen again after the action
         return Response({"category": category})
-
-
-class LooseViewSet(ProductCacheMixin, viewsets.ModelViewSet):
-    """Products whose list forgets to filter by ``?category=``: every category, every time."""
-
-    queryset = Product.objects.order_by("pk")
-    serializer_class = ProductSerializer
-    permission_classes = [AllowAny]
-    authentication_classes = []
-    throttle_classes = []
-    pagination_class = None
 
 
 class GadgetBySlugViewSet(ProductCacheMixin, viewsets.ReadOnlyModelViewSet):
