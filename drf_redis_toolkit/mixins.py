@@ -211,7 +211,9 @@ class ProductCacheMixin(InvalidateOnWriteMixin, CacheResponseMixin):
         serves every category's products, so its list must depend on a name
         every product write invalidates. Only a top-level ``category=<id>``
         condition counts; anything the toolkit cannot prove (``__in``, ``Q(...) |
-        Q(...)``, a filter through a join, a custom ``list()``) gives ``None``.
+        Q(...)``, a filter through a join) gives ``None``. A ``list()`` that
+        serves rows from elsewhere than this queryset is beyond what it can see.
+        Both hooks run on cache hits too: keep them free of queries.
         """
         if getattr(self, "action", "list") != "list" or not hasattr(self, "filter_queryset"):
             return None  # a custom GET action may read any product
