@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load load-plots clean
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots clean docs matrix
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[sample,test,load,speed,bench]"
+	$(BIN)/python -m pip install -q -e ".[sample,test,load,speed,bench,release]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,3 +53,11 @@ bench-cache: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+
+## The docs site from docs/ (mkdocs, strict: a broken link fails), into build/site.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+## The whole suite on the oldest and newest supported stacks (MATRIX="oldest newest").
+matrix: $(STAMP)
+	MATRIX="$(MATRIX)" bash .ci/matrix

@@ -5,12 +5,15 @@ run authentication, permissions and throttles (a hit is never a way around them)
 
 1. The view's hooks name the response (``get_cache_key``) and the namespace whose
    generation it depends on (``get_cache_namespace``). The toolkit always adds the
-   negotiated media type and format, the active language and, per user (the
-   default), the user; ``keys.cache_entry_key`` hashes all of it, so keys have a
-   bounded length whatever the request carries.
+   view's URL arguments, the negotiated media type and format, the active
+   language and, per user (the default), the user; ``keys.cache_entry_key``
+   hashes all of it, so keys have a bounded length whatever the request carries.
 2. One Lua call (``lua/cache_get.lua``) reads the namespace's generation and the
    entry stored under that generation; on a miss the same call takes a short
    single-flight lock. A hit costs one round trip, a miss one more (the write).
+   A response that varied on request headers (``Vary``) left a *vary record*
+   there instead, naming them: a second call looks up the variant holding the
+   request's values of those headers.
 3. A hit replays the stored bytes and headers: no serializer, no SQL. A matching
    ``If-None-Match`` gets ``304`` before the body is even decompressed.
 4. A miss runs the view, renders it and stores the bytes under the generation
@@ -26,11 +29,13 @@ raw bytes, never pickle, so whatever is planted in Redis cannot run code here.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
 import os
 import random
+import re
 import time
 import zlib
 from collections.abc import Callable, Hashable
@@ -47,9 +52,11 @@ from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import parse_etags
 from rest_framework import permissions
 from rest_framework.generics import GenericAPIView
+from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
+from rest_framework.viewsets import ViewSetMixin
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.cache_entries import (
@@ -96,12 +103,14 @@ _CACHE_ERRORS: tuple[type[BaseException], ...] = (RedisUnavailable, redis.RedisE
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
 # States returned by cache_get.lua.
-_HIT, _LOCKED, _WAIT, _PASS, _REFRESH, _UNCHANGED = 0, 1, 2, 3, 4, 5
+_HIT, _LOCKED, _WAIT, _PASS, _REFRESH, _UNCHANGED, _VARY = 0, 1, 2, 3, 4, 5, 6
 # Headers a 304 repeats from the full response (RFC 9110, section 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({"cache-control", "content-location", "expires", "vary"})
-# Request headers a response may vary on and still be cached: the key covers them.
-_KEYED_VARY = frozenset({"accept", "accept-language", "accept-encoding"})
-_PER_USER_VARY = frozenset({"cookie", "authorization"})
+# The one request header the key covers without its value: DRF's content
+# negotiation reads it, and the key holds the negotiated media type and format.
+_NEGOTIATED_VARY = frozenset({"accept"})
+# A header name as RFC 9110 allows it (a token), lower-cased.
+_HEADER_NAME_RE = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 # Object-permission handling of one request.
 _NO_RECHECK, _RECHECK, _DONT_CACHE = 0, 1, 2
 
@@ -160,7 +169,9 @@ def _user_identity(user: Any) -> str | None:
     return f"{label}:{pk}"
 
 
-def _key_material(request: Request, hook_key: str, user: str) -> str:
+def _key_material(
+    request: Request, hook_key: str, user: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
     """Everything that identifies one entry inside its namespace, unambiguously joined."""
     renderer = getattr(request, "accepted_renderer", None)
     return _material(
@@ -169,12 +180,26 @@ def _key_material(request: Request, hook_key: str, user: str) -> str:
         translation.get_language() or "",
         user,
         hook_key,
+        _url_arguments(args, kwargs),
     )
 
 
-def _material(media_type: str, format: str, language: str, user: str, hook_key: str) -> str:
+def _url_arguments(args: Any, kwargs: Any) -> str:
+    """The view's URL arguments, canonical: one request dispatched with ``pk=1`` and then
+    ``pk=2`` (a batch endpoint, a reused test request) must not share an entry."""
+    return repr(
+        (
+            tuple(str(arg) for arg in args or ()),
+            tuple(sorted((str(name), str(value)) for name, value in (kwargs or {}).items())),
+        )
+    )
+
+
+def _material(
+    media_type: str, format: str, language: str, user: str, hook_key: str, url_arguments: str
+) -> str:
     # "GET": HEAD is answered from the GET entry.
-    return repr(("GET", media_type, format, language, user, hook_key))
+    return repr(("GET", media_type, format, language, user, hook_key, url_arguments))
 
 
 # -- object permissions ------------------------------------------------------------
@@ -223,34 +248,56 @@ def _object_permission_mode(view: Any) -> int:
 
 @dataclass(frozen=True)
 class _Options:
-    """Arguments given to ``@cache_response`` (``None``: not given, ask the view)."""
+    """Arguments given to ``@cache_response`` (``None``: not given, ask the view).
 
-    timeout: int | None = None
+    A string ``timeout`` or ``key_func`` names an attribute of the view, read per
+    request (drf-extensions' style: ``timeout="list_cache_timeout"``).
+    """
+
+    timeout: int | str | None = None
     namespace: str | Callable[[Any, Request], str] | None = None
     per_user: bool | None = None
-    key_func: Callable[[Any, Request], str | None] | None = None
+    key_func: Callable[..., str | None] | str | None = None
     early_refresh: bool | None = None
     lock_timeout: float | None = None
 
 
 class _Plan:
-    """What one request's entry is called and how it is cached (resolved once per request)."""
+    """What one request's entry is called and how it is cached (resolved once per request).
 
-    __slots__ = ("early_refresh", "keys", "lock_ms", "namespace", "per_user", "recheck", "ttl_ms")
+    A response that varies on request headers is stored under a *variant* key:
+    the request's key (``base_key``) then holds a vary record naming those
+    headers, and ``variant()`` derives the plan of the variant a request needs.
+    """
+
+    __slots__ = (
+        "early_refresh",
+        "keys",
+        "lock_ms",
+        "material",
+        "namespace",
+        "per_user",
+        "recheck",
+        "record",
+        "ttl_ms",
+    )
 
     def __init__(
         self,
         namespace: str,
-        keys: list[str],
+        material: str,
         ttl_ms: int,
         per_user: bool,
         early_refresh: bool,
         lock_ms: int,
         recheck: bool,
     ) -> None:
-        self.namespace, self.keys, self.ttl_ms = namespace, keys, ttl_ms
+        self.namespace, self.material, self.ttl_ms = namespace, material, ttl_ms
+        self.keys = list(keyspace.cache_keys(namespace, material))
         self.per_user, self.early_refresh = per_user, early_refresh
         self.lock_ms, self.recheck = lock_ms, recheck
+        #: The vary record this plan was reached through: ``(raw, epoch, headers)``.
+        self.record: tuple[bytes, str, tuple[str, ...]] | None = None
 
     @property
     def gen_key(self) -> str:
@@ -264,13 +311,172 @@ class _Plan:
     def lock_key(self) -> str:
         return self.keys[2]
 
+    @property
+    def base_key(self) -> str:
+        """The request's own key (where a vary record lives)."""
+        return keyspace.cache_keys(self.namespace, self.material)[1]
 
-def _make_plan(view: Any, request: Request, options: _Options | None) -> _Plan | None:
+    def variant_keys(
+        self, request: Request, epoch: str, headers: tuple[str, ...]
+    ) -> tuple[str, str, str]:
+        """The keys of the variant of this request's entry for ``headers``' values."""
+        values = tuple((name, _header_value(request, name)) for name in headers)
+        return keyspace.cache_keys(self.namespace, repr((self.material, epoch, values)))
+
+    def variant(self, request: Request, raw: bytes) -> _Plan | None:
+        """The plan of the variant a vary record names; ``None`` if the record is unreadable."""
+        record = _parse_record(raw)
+        if record is None:
+            return None
+        plan = _Plan.__new__(_Plan)
+        for name in _Plan.__slots__:
+            setattr(plan, name, getattr(self, name))
+        plan.keys = list(self.variant_keys(request, *record))
+        plan.record = (raw, *record)
+        return plan
+
+
+def _header_value(request: Request, name: str) -> str | None:
+    """The request's value of header ``name``, normalised (spaces around commas dropped)."""
+    meta_name = name.upper().replace("-", "_")
+    if meta_name not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        meta_name = "HTTP_" + meta_name
+    value = request._request.META.get(meta_name)
+    if value is None:
+        return None
+    return ",".join(part.strip() for part in str(value).split(","))
+
+
+def _vary_headers(response: HttpResponseBase) -> tuple[str, ...] | None:
+    """The request headers the key must hold by value for ``response``; ``None``: never store.
+
+    Every header of ``Vary`` counts except ``Accept`` (the key holds DRF's
+    negotiated media type and format). ``Vary: *`` (or a name that is not a
+    header name) is never stored. A body with a ``Content-Encoding`` varies on
+    ``Accept-Encoding`` even if the view forgot to say so: a gzip body must never
+    reach a client that asked for ``identity``.
+    """
+    names: set[str] = set()
+    for token in (response.get("Vary") or "").split(","):
+        name = token.strip().lower()
+        if not name or name in _NEGOTIATED_VARY:
+            continue
+        if name == "*" or not _HEADER_NAME_RE.match(name):
+            return None
+        names.add(name)
+    if response.has_header("Content-Encoding"):
+        names.add("accept-encoding")
+    return tuple(sorted(names))
+
+
+def _vary_record(gen: int, epoch: str, headers: tuple[str, ...]) -> bytes:
+    return b"%d V %s %s\n" % (gen, epoch.encode(), ",".join(headers).encode())
+
+
+def _parse_record(raw: bytes) -> tuple[str, tuple[str, ...]] | None:
+    """``(epoch, headers)`` of a vary record ``"<gen> V <epoch> <h1,h2>\\n"``; ``None`` if bad."""
+    try:
+        _gen, marker, epoch, names = raw.decode("ascii").rstrip("\n").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    headers = tuple(names.split(","))
+    if marker != "V" or not epoch.isalnum() or not all(map(_HEADER_NAME_RE.match, headers)):
+        return None
+    return epoch, headers
+
+
+# -- drf-extensions' argument styles ----------------------------------------------
+
+
+@functools.cache
+def _takes_extensions_arguments(func: Any) -> bool:
+    """Whether ``func`` is a drf-extensions key function (a ``KeyConstructor``, or
+    ``(view_instance, view_method, request, args, kwargs)``), called with keywords."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    named = {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    named.discard("self")
+    if named & {"view_instance", "view_method"}:
+        return True
+    # KeyConstructor.__call__(self, **kwargs): keywords only.
+    return not named and any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _call_key_func(
+    func: Callable[..., Any],
+    view: Any,
+    request: Request,
+    handler: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    method: bool = False,
+) -> Any:
+    """Call a key function in its own style: drf-extensions' keywords, else
+    ``func(view, request)`` (a view method named by a string: ``func(request)``)."""
+    target = getattr(func, "__func__", func)
+    try:
+        extensions = _takes_extensions_arguments(target)
+    except TypeError:  # an unhashable callable
+        extensions = _takes_extensions_arguments.__wrapped__(target)
+    if extensions:
+        return func(
+            view_instance=view, view_method=handler, request=request, args=args, kwargs=kwargs
+        )
+    return func(request) if method else func(view, request)
+
+
+def _view_attribute(view: Any, name: str, argument: str) -> Any:
+    try:
+        return getattr(view, name)
+    except AttributeError:
+        raise ImproperlyConfigured(
+            f"@cache_response({argument}={name!r}) on {type(view).__qualname__}: "
+            f"the view has no attribute {name!r}"
+        ) from None
+
+
+def _extensions_kind(view: Any) -> str | None:
+    """``"list"`` or ``"object"``: which of drf-extensions' ``list_cache_*`` /
+    ``object_cache_*`` attributes apply to this request (its mixin caches
+    ``list()`` and ``retrieve()``); ``None`` for any other handler."""
+    action = getattr(view, "action", None)
+    if action == "list":
+        return "list"
+    if action == "retrieve":
+        return "object"
+    if isinstance(view, ViewSetMixin) or not isinstance(view, GenericAPIView):
+        return None
+    lookup = view.lookup_url_kwarg or view.lookup_field
+    if lookup in (getattr(view, "kwargs", None) or {}):
+        return "object" if isinstance(view, RetrieveModelMixin) else None
+    return "list" if isinstance(view, ListModelMixin) else None
+
+
+def _extensions_attribute(view: Any, suffix: str) -> Any:
+    kind = _extensions_kind(view)
+    return None if kind is None else getattr(view, f"{kind}_cache_{suffix}", None)
+
+
+def _make_plan(
+    view: Any,
+    request: Request,
+    options: _Options | None,
+    handler: Any = None,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> _Plan | None:
     """Resolve the view's hooks for this request; ``None`` means "do not cache it"."""
     opts = options or _Options()
+    kwargs = kwargs or {}
     mixin = isinstance(view, CacheResponseMixin)
-    if opts.key_func is not None:
-        hook_key = opts.key_func(view, request)
+    key_func = opts.key_func
+    named = isinstance(key_func, str)
+    if isinstance(key_func, str):
+        key_func = _view_attribute(view, key_func, "key_func")
+    if key_func is not None:
+        hook_key = _call_key_func(key_func, view, request, handler, args, kwargs, named)
     elif mixin:
         hook_key = view.get_cache_key(request)
     else:
@@ -283,12 +489,14 @@ def _make_plan(view: Any, request: Request, options: _Options | None) -> _Plan |
     user = _user_part(request) if per_user else "*"
     if user is None:
         return None
-    if opts.timeout is not None:
-        timeout = opts.timeout
-    elif mixin:
-        timeout = view.get_cache_timeout(request)
-    else:
-        timeout = toolkit_settings.CACHE_DEFAULT_TIMEOUT
+    timeout: Any = opts.timeout
+    if isinstance(timeout, str):
+        timeout = _view_attribute(view, timeout, "timeout")
+    if timeout is None:
+        if mixin:
+            timeout = view.get_cache_timeout(request)
+        else:
+            timeout = toolkit_settings.CACHE_DEFAULT_TIMEOUT
     if timeout is not None and timeout <= 0:
         return None
     recheck = _object_permission_mode(view)
@@ -305,12 +513,9 @@ def _make_plan(view: Any, request: Request, options: _Options | None) -> _Plan |
     lock_timeout = opts.lock_timeout
     if lock_timeout is None:
         lock_timeout = getattr(view, "cache_lock_timeout", DEFAULT_LOCK_TIMEOUT)
-    gen_key, entry_key, lock_key = keyspace.cache_keys(
-        namespace, _key_material(request, str(hook_key), user)
-    )
     return _Plan(
         namespace,
-        [gen_key, entry_key, lock_key],
+        _key_material(request, str(hook_key), user, args, kwargs),
         0 if timeout is None else int(timeout * 1000),
         per_user,
         early and timeout is not None,
@@ -353,12 +558,44 @@ def _lookup(plan: _Plan, token: str, factor: float, offer: str = "") -> tuple[in
     return int(gen), raw or b"", int(state)
 
 
-def _store(plan: _Plan, gen: int, value: bytes, token: str | None) -> None:
+def _placement(
+    plan: _Plan, request: Request, gen: int, headers: tuple[str, ...]
+) -> tuple[str, tuple[bytes, bool] | None]:
+    """Where a response varying on ``headers`` is stored: ``(entry key, vary record)``.
+
+    No headers: the request's own key (replacing any vary record). Otherwise a
+    variant key holding the request's values of ``headers``, and a vary record at
+    the request's key naming them. A record read before the view ran is kept (its
+    epoch names the variants already stored) if it still names the same headers;
+    otherwise a new epoch starts, so variants of a deleted or replaced record
+    (``invalidate_view``) can never be reached again.
+    """
+    if not headers:
+        return plan.base_key, None
+    if plan.record is not None and plan.record[2] == headers:
+        raw, epoch, _ = plan.record
+        return plan.variant_keys(request, epoch, headers)[1], (raw, True)
+    epoch = os.urandom(8).hex()
+    key = plan.variant_keys(request, epoch, headers)[1]
+    return key, (_vary_record(gen, epoch, headers), False)
+
+
+def _store(
+    plan: _Plan,
+    gen: int,
+    value: bytes,
+    token: str | None,
+    entry_key: str,
+    record: tuple[bytes, bool] | None,
+) -> None:
+    keys = [plan.gen_key, entry_key, plan.lock_key]
+    args: list[Any] = [gen, value, plan.ttl_ms, token or ""]
+    if record is not None:
+        keys.append(plan.base_key)
+        args += [record[0], "1" if record[1] else "0"]
     try:
         with guarded() as client:
-            get_script("cache_set")(
-                keys=plan.keys, args=[gen, value, plan.ttl_ms, token or ""], client=client
-            )
+            get_script("cache_set")(keys=keys, args=args, client=client)
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
 
@@ -507,18 +744,89 @@ def _cacheable(view: Any, request: Request, response: HttpResponseBase, plan: _P
             return False
         if "private" in directives and not plan.per_user:
             return False
-    vary = response.get("Vary")
-    if vary:
-        allowed = _KEYED_VARY | _PER_USER_VARY if plan.per_user else _KEYED_VARY
-        for token in vary.split(","):
-            if token.strip().lower() not in allowed:  # includes "*"
-                return False
     if isinstance(view, CacheResponseMixin):
         return bool(view.should_cache_response(request, response))
     return True
 
 
+def _csrf_state(request: Request) -> tuple[bool, Any]:
+    """Whether ``get_token()`` was called for this request, and the CSRF secret.
+
+    ``get_token()`` (called by the view, a template, ``ensure_csrf_cookie`` or any
+    code before the view) sets ``CSRF_COOKIE_NEEDS_UPDATE``; older Django set
+    ``CSRF_COOKIE_USED``.
+    """
+    meta = request._request.META
+    used = bool(meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"))
+    return used, meta.get("CSRF_COOKIE")
+
+
+def _client_specific(request: Request, before: tuple[bool, Any]) -> bool:
+    """Whether this request's answer may hold a CSRF token, which belongs to one client.
+
+    A token read before the view ran can still end up in the body, so a flag
+    already set before counts as much as one set during it. A secret created
+    meanwhile counts too: a nested view under ``csrf_protect`` may have sent its
+    cookie and reset the flag before this view's answer is stored.
+    """
+    used, secret = _csrf_state(request)
+    return used or before[0] or secret != before[1]
+
+
+class _SessionWatch:
+    """Tell whether the handler (and rendering) read ``request.session``.
+
+    ``accessed`` is cleared while the handler runs and restored after (or-ed with
+    what the handler did), so ``SessionMiddleware`` still sees every access.
+    Reads made before the handler (authentication, permissions) do not count:
+    they run again on every hit, and the user is in the key when per user.
+    """
+
+    __slots__ = ("before", "session")
+
+    def __init__(self, request: Request) -> None:
+        session = getattr(request._request, "session", None)
+        self.session = session if hasattr(session, "accessed") else None
+        self.before = False
+        if self.session is not None:
+            self.before = bool(self.session.accessed)
+            self.session.accessed = False
+
+    @property
+    def read(self) -> bool:
+        return self.session is not None and bool(self.session.accessed)
+
+    def restore(self) -> None:
+        if self.session is not None:
+            self.session.accessed = bool(self.session.accessed) or self.before
+
+
 # -- the request path ------------------------------------------------------------
+
+
+def _find(
+    plan: _Plan, request: Request, token: str, factor: float
+) -> tuple[_Plan, int | None, bytes, int, Entry | None]:
+    """Look the request up; through a vary record, look up the variant it names.
+
+    Returns the plan finally looked up, the generation, the raw answer, the
+    state and the body this process holds for that key (if any).
+    """
+    for _ in range(2):
+        known = local_bodies.get(plan.entry_key)
+        offer = _offer(request, known)
+        gen: int | None
+        gen, raw, state = _lookup(plan, token, factor, offer)
+        if state == _WAIT:
+            gen, raw, state = _wait(plan, token, offer)
+        if state != _VARY:
+            return plan, gen, raw, state, known
+        variant = plan.variant(request, raw) if plan.record is None else None
+        if variant is None:  # unreadable, or a record where a variant belongs
+            _discard(plan)
+            return plan, gen, b"", _PASS, None
+        plan = variant
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _serve(
@@ -531,18 +839,14 @@ def _serve(
 ) -> HttpResponseBase:
     if request.method not in CACHEABLE_METHODS:
         return handler(request, *args, **kwargs)
-    plan = _make_plan(view, request, options)
+    plan = _make_plan(view, request, options, handler, args, kwargs)
     if plan is None:
         return handler(request, *args, **kwargs)
     token = os.urandom(8).hex()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
-    known = local_bodies.get(plan.entry_key)
-    offer = _offer(request, known)
     gen: int | None
     try:
-        gen, raw, state = _lookup(plan, token, factor, offer)
-        if state == _WAIT:
-            gen, raw, state = _wait(plan, token, offer)
+        plan, gen, raw, state, known = _find(plan, request, token, factor)
         if state in (_HIT, _UNCHANGED):
             response = _replay(view, request, plan, raw, known)
             if response is None:  # only the head came back, and it is the body we need
@@ -572,26 +876,30 @@ def _compute(
     gen: int | None,
     token: str | None,
 ) -> HttpResponseBase:
-    """Run the view; store its rendered answer under ``gen`` if it may be shared."""
+    """Run the view; store its rendered answer under ``gen`` if it may be served again."""
     started = time.perf_counter()
     cacheable = False
     etag = ""
-    meta = request._request.META
-    csrf_before = meta.get("CSRF_COOKIE_NEEDS_UPDATE")
+    session = _SessionWatch(request)
+    csrf = _csrf_state(request)
     try:
         response = handler(request, *args, **kwargs)
         # Render now, as DRF would right after: dispatch() finalizing it a
         # second time is harmless (it only re-sets the same headers).
         response = view.finalize_response(request, response, *args, **kwargs)
+        vary = _vary_headers(response)  # before the toolkit's own per-user Vary
         if plan.per_user:
             _mark_per_user(response)
-        cacheable = gen is not None and _cacheable(view, request, response, plan)
+        cacheable = (
+            gen is not None and vary is not None and _cacheable(view, request, response, plan)
+        )
         if cacheable:
             render = getattr(response, "render", None)
             if render is not None:
                 render()
-        if cacheable and not csrf_before and meta.get("CSRF_COOKIE_NEEDS_UPDATE"):
-            cacheable = False  # the body holds a CSRF token (a form): it is this client's
+        if cacheable and (session.read or _client_specific(request, csrf)):
+            # The body may hold this session's data or this client's CSRF token.
+            cacheable = False
         if cacheable:
             body = response.content  # type: ignore[attr-defined]
             etag = response.get("ETag") or ""
@@ -601,11 +909,13 @@ def _compute(
                 response["ETag"] = etag
             compute_ms = int((time.perf_counter() - started) * 1000)
             value, meta_raw = encode_entry(cast(int, gen), compute_ms, response, body, etag, hashed)
-            _store(plan, cast(int, gen), value, token)
+            entry_key, record = _placement(plan, request, cast(int, gen), cast(tuple, vary))
+            _store(plan, cast(int, gen), value, token, entry_key, record)
             token = None  # cache_set.lua released it
             headers = json.loads(meta_raw)["h"]
-            local_bodies.put(plan.entry_key, Entry(etag, meta_raw, 200, headers, hashed, body))
+            local_bodies.put(entry_key, Entry(etag, meta_raw, 200, headers, hashed, body))
     finally:
+        session.restore()
         if token is not None:
             _release(plan, token, pass_through=not cacheable)
     response[CACHE_STATUS_HEADER] = "MISS"
@@ -670,15 +980,38 @@ class CacheResponseMixin:
     def get_cache_key(self, request: Request) -> str | None:
         """Name this request's response inside its namespace; ``None`` skips the cache.
 
-        The toolkit adds the format, language and (per user) the user to
-        whatever this returns, then hashes it: return something readable.
+        The toolkit adds the URL arguments, the format, the language and (per
+        user) the user to whatever this returns, then hashes it: return something
+        readable. drf-extensions' ``list_cache_key_func`` / ``object_cache_key_func``
+        are honoured on ``list`` / ``retrieve``.
         """
+        key_func = _extensions_attribute(self, "key_func")
+        if key_func is not None:
+            if not callable(key_func):
+                raise ImproperlyConfigured(
+                    f"{type(self).__qualname__}: list_cache_key_func / object_cache_key_func "
+                    f"must be callable (a KeyConstructor or a function), not {key_func!r}"
+                )
+            # The handler function itself, as drf-extensions passes it (not the
+            # wrapper initial() installed on the instance).
+            name = getattr(self, "action", None) or (request.method or "get").lower()
+            handler = getattr(type(self), name, None)
+            args, kwargs = getattr(self, "args", ()), getattr(self, "kwargs", {})
+            key = _call_key_func(key_func, self, request, handler, args, kwargs)
+            return cast("str | None", key)
         return default_cache_key(self, request)
 
     def get_cache_timeout(self, request: Request) -> int | None:
-        """Seconds the entry lives (``None``: no expiry; ``0``: do not cache)."""
+        """Seconds the entry lives (``None``: no expiry; ``0``: do not cache).
+
+        ``cache_timeout`` first; else drf-extensions' ``list_cache_timeout`` /
+        ``object_cache_timeout`` on ``list`` / ``retrieve``; else ``CACHE_DEFAULT_TIMEOUT``.
+        """
         if self.cache_timeout is not None:
             return self.cache_timeout
+        timeout = _extensions_attribute(self, "timeout")
+        if timeout is not None:
+            return cast(int, timeout)
         return cast("int | None", toolkit_settings.CACHE_DEFAULT_TIMEOUT)
 
     def get_cache_namespace(self, request: Request) -> str:
@@ -705,25 +1038,57 @@ def _serve_partial(
 
 
 def cache_response(
-    timeout: int | Callable[..., Any] | None = None,
+    timeout: int | str | Callable[..., Any] | None = None,
+    *misplaced: Any,
     namespace: str | Callable[[Any, Request], str] | None = None,
     per_user: bool | None = None,
-    key_func: Callable[[Any, Request], str | None] | None = None,
-    *,
+    key_func: Callable[..., str | None] | str | None = None,
     early_refresh: bool | None = None,
     lock_timeout: float | None = None,
+    cache_errors: bool | None = None,
+    cache: str | None = None,
 ) -> Any:
     """Cache a view method (``APIView.get``) or a viewset action (``list``, ``@action``).
 
     The arguments mirror the mixin's attributes without ``cache_``; ``None``
-    means "the view's attribute if it has one, else the default". ``namespace``
-    may be a callable ``(view, request) -> str`` (e.g. ``lambda v, r:
-    f"product:{v.kwargs['pk']}"``) and ``key_func(view, request)`` replaces
-    ``get_cache_key``. Usable bare, as ``@cache_response``.
+    means "the view's attribute if it has one, else the default". Only
+    ``timeout`` may be given by position. ``namespace`` may be a callable
+    ``(view, request) -> str`` (e.g. ``lambda v, r: f"product:{v.kwargs['pk']}"``)
+    and ``key_func(view, request)`` replaces ``get_cache_key``. drf-extensions'
+    forms work too: ``timeout="list_cache_timeout"`` reads that attribute of the
+    view, ``key_func="calculate_cache_key"`` calls that method of the view, and a
+    ``KeyConstructor`` or a ``(view_instance, view_method, request, args, kwargs)``
+    function is called with those keywords. Usable bare, as ``@cache_response``.
     """
-    if callable(timeout):  # used bare: @cache_response
+    if misplaced:
+        raise TypeError(
+            "cache_response() takes only timeout by position; pass the others by name, "
+            f"e.g. cache_response({timeout!r}, key_func=...) (drf-extensions' second "
+            f"positional argument is key_func; here it would be lost): got {misplaced!r}"
+        )
+    if cache_errors:
+        raise TypeError(
+            "cache_response(cache_errors=True) is not supported: only 200 answers are ever "
+            "cached (an error served from the cache would hide the recovery)"
+        )
+    if cache is not None:
+        raise TypeError(
+            f"cache_response(cache={cache!r}) is not supported: responses are cached in the "
+            "toolkit's Redis (DRF_REDIS_TOOLKIT['REDIS_URL']), not in a Django cache alias"
+        )
+    if callable(timeout) and not isinstance(timeout, str):  # used bare: @cache_response
         return cache_response()(timeout)
-    options = _Options(timeout, namespace, per_user, key_func, early_refresh, lock_timeout)
+    for name, value in (("timeout", timeout), ("key_func", key_func)):
+        if isinstance(value, str) and not value.isidentifier():
+            raise TypeError(
+                f"cache_response({name}={value!r}): a string must name an attribute of the view"
+            )
+    if timeout is not None and not isinstance(timeout, (int, float, str)):
+        raise TypeError(f"cache_response(timeout={timeout!r}): seconds, or a view attribute name")
+    if key_func is not None and not (callable(key_func) or isinstance(key_func, str)):
+        raise TypeError(f"cache_response(key_func={key_func!r}): a callable or a method name")
+    seconds = cast("int | str | None", timeout)
+    options = _Options(seconds, namespace, per_user, key_func, early_refresh, lock_timeout)
 
     def decorator(func: F) -> F:
         @functools.wraps(func)
@@ -757,12 +1122,15 @@ def invalidate_key(
     media_type: str = "application/json",
     format: str = "json",
     language: str | None = None,
+    url_args: tuple[Any, ...] = (),
+    url_kwargs: dict[str, Any] | None = None,
 ) -> bool:
     """Delete the one entry a view's ``get_cache_key()`` named ``key`` in ``namespace``.
 
     ``user=None`` names the shared entry (``cache_per_user = False``); pass a user
     instance, or ``AnonymousUser()``, for a per-user entry. The media type,
-    format and language must be those the entry was negotiated with. Returns
+    format and language must be those the entry was negotiated with, ``url_args``
+    and ``url_kwargs`` the view's URL arguments (``url_kwargs={"pk": 3}``). Returns
     whether an entry was deleted. Raises ``RedisUnavailable`` like
     ``invalidate_namespace``.
     """
@@ -770,7 +1138,9 @@ def invalidate_key(
     if user_part is None:
         return False
     language = language or translation.get_language() or ""
-    material = _material(media_type, format, language, user_part, key)
+    material = _material(
+        media_type, format, language, user_part, key, _url_arguments(url_args, url_kwargs)
+    )
     with guarded() as client:
         deleted = client.delete(keyspace.cache_entry_key(namespace, material))
     return bool(deleted)
@@ -836,7 +1206,7 @@ def invalidate_view(
         options = getattr(handler, "_drt_cache_options", None)
         if options is None and not isinstance(view, CacheResponseMixin):
             return False
-        plan = _make_plan(view, request, options)
+        plan = _make_plan(view, request, options, handler, match.args, match.kwargs)
     if plan is None:
         return False
     with guarded() as client:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
+from django.core.serializers.json import DjangoJSONEncoder
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.conf import toolkit_settings
@@ -30,9 +31,17 @@ _SCAN_BATCH = 500
 
 
 def dumps(key: str, value: Any) -> bytes:
-    """Encode ``value`` as JSON; raise ``TypeError`` naming ``key`` if it can't be."""
+    """Encode ``value`` as JSON; raise ``TypeError`` naming ``key`` if it can't be.
+
+    Django's ``DjangoJSONEncoder`` is used, so what models hold can be stored as it
+    is: ``Decimal``, ``datetime``, ``date``, ``time``, ``timedelta``, ``UUID`` and
+    lazy translation strings. JSON has no such types, so they come back as the
+    strings that encoder writes (``"19.99"``, ISO 8601, the UUID's hex form).
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(
+            value, separators=(",", ":"), allow_nan=False, cls=DjangoJSONEncoder
+        ).encode()
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"cannot store {key!r}: value of type {type(value).__name__} is not JSON "

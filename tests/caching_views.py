@@ -6,14 +6,17 @@ tell a cache hit (the handler did not run) from a miss without timing anything.
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 from django.urls import path
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from rest_framework import permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import ListAPIView
@@ -188,6 +191,140 @@ class Decorated(APIView):
         return Response({"slot": slot, "n": CALLS["decorated"]})
 
 
+class Greeting(CacheResponseMixin, APIView):
+    """Picks its language from ``Accept-Language`` itself (no ``LocaleMiddleware``)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        ran("greeting")
+        wanted = request.headers.get("Accept-Language", "")
+        french = wanted.lower().startswith("fr")
+        response = Response({"greeting": "bonjour" if french else "hello"})
+        response["Content-Language"] = "fr" if french else "en"
+        response["Vary"] = "Accept-Language"
+        return response
+
+
+class Compressed(CacheResponseMixin, APIView):
+    """Compresses its body itself when the client accepts gzip (``Vary: Accept-Encoding``)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> HttpResponse:
+        ran("compressed")
+        body = b'{"payload": "' + b"z" * 2000 + b'"}'
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response = HttpResponse(gzip.compress(body), content_type="application/json")
+            response["Content-Encoding"] = "gzip"
+        else:
+            response = HttpResponse(body, content_type="application/json")
+        response["Vary"] = "Accept-Encoding"
+        return response
+
+
+class Themed(CacheResponseMixin, APIView):
+    """Reads a cookie that is not the session, and says ``Vary: Cookie``."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        ran("themed")
+        response = Response({"theme": request.COOKIES.get("theme", "light")})
+        response["Vary"] = "Cookie"
+        return response
+
+
+class PkDetail(CacheResponseMixin, APIView):
+    """A detail view of the mixin kind: its answer depends on the URL argument only."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "pk-detail"
+
+    def get(self, request: Any, pk: int) -> Response:
+        ran("pk-detail")
+        return Response({"pk": pk})
+
+
+class DecoratedPkDetail(APIView):
+    """The same with the decorator, and a custom key that forgot the URL argument."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @cache_response(per_user=False, namespace="pk-deco", key_func=lambda view, request: "detail")
+    def get(self, request: Any, pk: int) -> Response:
+        ran("pk-deco")
+        return Response({"pk": pk})
+
+
+class Batch(APIView):
+    """Dispatches the one request it got to a detail view, once per id (a bulk endpoint)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request: Any) -> Response:
+        detail = PkDetail.as_view()
+        answers = []
+        for pk in request.query_params.getlist("id"):
+            answer = detail(request._request, pk=int(pk))
+            if hasattr(answer, "render") and not answer.is_rendered:
+                answer.render()
+            answers.append([answer["X-Cache"], json.loads(answer.content)])
+        return Response(answers)
+
+
+class CsrfForm(CacheResponseMixin, APIView):
+    """A form's data: the body holds this client's CSRF token (under ``ensure_csrf_cookie``)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        ran("csrf-form")
+        return Response({"csrf": get_token(request._request)})
+
+
+class EmbedsForm(CacheResponseMixin, APIView):
+    """Shared; embeds the answer of a view under ``ensure_csrf_cookie`` (a nested dispatch)."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        ran("embeds-form")
+        inner = ensure_csrf_cookie(CsrfForm.as_view())(request._request)
+        return Response({"inner": json.loads(inner.rendered_content)})
+
+
+def submit(request: Any) -> HttpResponse:
+    """A plain Django view, CSRF-protected by ``CsrfViewMiddleware``."""
+    return HttpResponse(b"accepted")
+
+
+class SessionEcho(CacheResponseMixin, APIView):
+    """Per user (the default): an anonymous answer that reads the session."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request: Any) -> Response:
+        ran("session-echo")
+        return Response({"seen": request.session.get("seen")})
+
+
+class SharedSessionEcho(SessionEcho):
+    cache_per_user = False
+
+
+@csrf_exempt
+def remember(request: Any) -> HttpResponse:
+    request.session["seen"] = request.GET["value"]
+    return HttpResponse(b"remembered")
+
+
 urlpatterns = [
     path("widgets/", WidgetList.as_view()),
     path("whoami/", WhoAmI.as_view()),
@@ -201,4 +338,16 @@ urlpatterns = [
     path("owned/<int:pk>/", OwnedWidgets.as_view({"get": "retrieve"})),
     path("plain-object/", PlainObjectCheck.as_view()),
     path("deco/<str:slot>/", Decorated.as_view()),
+    path("greeting/", Greeting.as_view()),
+    path("compressed/", Compressed.as_view()),
+    path("themed/", Themed.as_view()),
+    path("pk/<int:pk>/", PkDetail.as_view()),
+    path("pk-deco/<int:pk>/", DecoratedPkDetail.as_view()),
+    path("batch/", Batch.as_view()),
+    path("csrf-form/", ensure_csrf_cookie(CsrfForm.as_view())),
+    path("submit/", submit),
+    path("embeds-form/", EmbedsForm.as_view()),
+    path("session-echo/", SessionEcho.as_view()),
+    path("shared-session-echo/", SharedSessionEcho.as_view()),
+    path("remember/", remember),
 ]

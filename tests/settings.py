@@ -12,6 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "sample_api"))
 
+from config.sqlite_compat import sqlite_database
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -53,14 +55,8 @@ TEMPLATES = [
 # "database table is locked" instead of waiting. One file per pytest process.
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": ":memory:",
+        **sqlite_database(":memory:", "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;"),
         "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"drt-tests-{os.getpid()}.sqlite3")},
-        "OPTIONS": {
-            "timeout": 20,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;",
-        },
     }
 }
 # Tests log in with passwords; the production hasher would cost ~0.3 s a login.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import time
+import uuid
 
 import pytest
 
@@ -96,13 +97,32 @@ def test_falsy_values_round_trip(backend):
 
 @pytest.mark.parametrize(
     "value",
-    [decimal.Decimal("1.5"), datetime.date(2020, 1, 1), {1, 2}, object(), float("nan")],
-    ids=["decimal", "date", "set", "object", "nan"],
+    [{1, 2}, object(), float("nan"), b"bytes"],
+    ids=["set", "object", "nan", "bytes"],
 )
 def test_values_json_cannot_encode_raise_type_error_naming_the_key(backend, value):
     with pytest.raises(TypeError, match="'bad:key'"):
         redis_client.set("bad:key", value)
     assert redis_client.exists("bad:key") is False
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        (decimal.Decimal("19.99"), "19.99"),
+        (datetime.date(2020, 1, 2), "2020-01-02"),
+        (datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), "2020-01-02T03:04:05Z"),
+        (uuid.UUID("12345678-1234-5678-1234-567812345678"), "12345678-1234-5678-1234-567812345678"),
+        (datetime.timedelta(seconds=90), "P0DT00H01M30S"),
+    ],
+    ids=["decimal", "date", "datetime", "uuid", "timedelta"],
+)
+def test_model_field_values_are_stored_as_django_json_strings(backend, value, stored):
+    """What a model instance holds can be cached as it is; it comes back as a string."""
+    redis_client.set("typed", {"v": value, "nested": [value]})
+    assert redis_client.get("typed") == {"v": stored, "nested": [stored]}
+    redis_client.set_many({"m": value})
+    assert redis_client.get_many(["m"]) == {"m": stored}
 
 
 def test_type_error_on_set_many_names_the_key(backend):

@@ -2,7 +2,9 @@
 
 Hypothesis draws sequences of requests from anonymous clients, ordinary users and
 staff, authenticated by token or by session, against per-user cached views whose
-bodies name who asked. Every answer, hit or miss, must name the requester.
+bodies name who asked. Every answer, hit or miss, must name the requester. A
+second property does the same for what a shared answer depends on besides the
+user: the headers it varies on and the URL arguments.
 """
 
 from __future__ import annotations
@@ -43,7 +45,31 @@ class WhoAmIToo(WhoAmI):
     cache_namespace = "whoami-too"
 
 
-urlpatterns = [path("me/", WhoAmI.as_view()), path("me/too/", WhoAmIToo.as_view())]
+class Varying(CacheResponseMixin, APIView):
+    """Shared; its body depends on two request headers (declared in Vary) and the pk."""
+
+    permission_classes = (AllowAny,)
+    cache_per_user = False
+    cache_namespace = "varying"
+
+    def get(self, request, pk):
+        headers = request.headers
+        response = Response(
+            {
+                "pk": pk,
+                "language": headers.get("Accept-Language"),
+                "tenant": headers.get("X-Tenant"),
+            }
+        )
+        response["Vary"] = "Accept-Language, X-Tenant"
+        return response
+
+
+urlpatterns = [
+    path("me/", WhoAmI.as_view()),
+    path("me/too/", WhoAmIToo.as_view()),
+    path("varying/<int:pk>/", Varying.as_view()),
+]
 NAMES = ["anonymous", "alice", "bob", "staff"]
 
 
@@ -92,3 +118,35 @@ def test_no_cached_body_reaches_another_identity(identities, requests):
             assert body["who"] == name, (name, how, url, query, response.get("X-Cache"))
             hits += response.get("X-Cache") == "HIT"
     assert hits >= len(requests)
+
+
+VARYING_REQUEST = st.tuples(
+    st.integers(1, 3),
+    st.sampled_from([None, "fr", "en", "fr, en;q=0.5"]),
+    st.sampled_from([None, "acme", "globex"]),
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(requests=st.lists(VARYING_REQUEST, min_size=5, max_size=25))
+def test_no_shared_body_reaches_a_request_with_other_headers_or_url_arguments(identities, requests):
+    from drf_redis_toolkit.caching import invalidate_namespace
+
+    invalidate_namespace("varying")  # each example starts cold
+    seen: set[tuple] = set()
+    for pk, language, tenant in requests:
+        headers = {}
+        if language is not None:
+            headers["HTTP_ACCEPT_LANGUAGE"] = language
+        if tenant is not None:
+            headers["HTTP_X_TENANT"] = tenant
+        response = APIClient().get(f"/varying/{pk}/", **headers)
+        normalised = None if language is None else language.replace(", ", ",")
+        key = (pk, normalised, tenant)
+        assert json.loads(response.content) == {"pk": pk, "language": language, "tenant": tenant}
+        assert response["X-Cache"] == ("HIT" if key in seen else "MISS"), key
+        seen.add(key)

@@ -315,6 +315,20 @@ def test_the_seed_helpers_never_return_a_changed_product_or_cart(real_shop, cata
 # -- carts -------------------------------------------------------------------------------
 
 
+def test_ids_beyond_64_bits_are_400_or_404_on_every_django(real_shop, catalog, users):
+    """Django < 5.0 raises OverflowError on SQLite for such ids; the sample answers 4xx."""
+    huge = 2**70
+    anyone, ann, admin = APIClient(), client_for(users["ann"]), client_for(users["admin"])
+    assert anyone.get(f"/api/products/{huge}/").status_code == 404
+    assert anyone.get(f"/api/categories/{huge}/").status_code == 404
+    assert anyone.get(f"/api/products/?category={huge}").status_code == 400
+    assert ann.get(f"/api/cart/items/{huge}/").status_code == 404
+    added = ann.post("/api/cart/items/", {"product": huge}, format="json")
+    assert added.status_code == 400 and "product" in added.json()
+    moved = admin.patch(detail(catalog.products[0]), {"category": -huge}, format="json")
+    assert moved.status_code == 400 and "category" in moved.json()
+
+
 def test_carts_never_cross_users(real_shop, catalog, users):
     ann, bob = client_for(users["ann"]), client_for(users["bob"])
     first, second = catalog.products[0], catalog.products[1]

@@ -6,7 +6,10 @@ The only change from the guide is the import: ``backend.redis_client`` becomes
 
 from __future__ import annotations
 
+import os
 import textwrap
+
+import pytest
 
 BASIC_OPERATIONS = """
 from drf_redis_toolkit.client import redis_client
@@ -173,7 +176,7 @@ def test_popular_products(backend):
 def test_clear_cache_command(backend):
     from io import StringIO
 
-    from django.core.management import call_command
+    from django.core.management import CommandError, call_command
 
     from drf_redis_toolkit.client import redis_client
 
@@ -182,9 +185,28 @@ def test_clear_cache_command(backend):
     out = StringIO()
     call_command("clear_cache", "--pattern", "product:*", stdout=out)
     assert out.getvalue().strip() == "Cleared 3 keys matching pattern: product:*"
+    with pytest.raises(CommandError, match=r"Please provide --pattern argument.*nothing"):
+        call_command("clear_cache")
+    redis_client.set("product:9", 9)
     out = StringIO()
-    call_command("clear_cache", stdout=out)
-    assert "Please provide --pattern argument" in out.getvalue()
+    call_command("drt_clear_cache", "--pattern", "product:*", stdout=out)
+    assert out.getvalue().strip() == "Cleared 1 keys matching pattern: product:*"
+
+
+def test_clear_cache_without_a_pattern_exits_non_zero(tmp_path):
+    """Run as a user does: the missing pattern is an error exit, with the message."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "sample_api/manage.py", "clear_cache"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert proc.returncode == 1
+    assert "Please provide --pattern argument" in proc.stderr
 
 
 def test_cache_stats_command(backend):

@@ -14,10 +14,12 @@
 --   state 0 hit; 1 miss, the caller now holds the lock; 2 miss, another caller
 --         holds the lock (wait for it); 3 miss, a recent holder found the answer
 --         uncacheable (run the view, do not wait); 4 hit, but the caller won the
---         early refresh and holds the lock (recompute now); 5 hit, and its ETag is ARGV[4]
+--         early refresh and holds the lock (recompute now); 5 hit, and its ETag is ARGV[4];
+--         6 the key holds a vary record (entry = the record): look up the variant it names
 --   pttl  milliseconds the entry has left (only when ARGV[3] > 0), else -1
--- An entry is "<gen> <compute ms> <etag>\n<metadata>\n<body>"; one stored under an
--- older generation, or unreadable, is deleted here.
+-- An entry is "<gen> <compute ms> <etag>\n<metadata>\n<body>", a vary record
+-- "<gen> V <epoch> <header,...>\n"; one stored under an older generation, or
+-- unreadable, is deleted here.
 local gen = redis.call('GET', KEYS[1])
 local g
 if gen then
@@ -29,6 +31,10 @@ else
 end
 local entry = redis.call('GET', KEYS[2])
 if entry then
+  local vg = string.match(entry, '^(%d+) V ')
+  if vg and tonumber(vg) == g then
+    return {g, entry, 6, -1}
+  end
   local eg, delta, etag = string.match(entry, '^(%d+) (%d+) ([^\n]*)\n')
   if eg and tonumber(eg) == g then
     local pttl = -1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from catalog.fields import BoundedPrimaryKeyRelatedField
 from catalog.models import Product
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -13,7 +14,7 @@ from carts.models import Cart, CartItem
 
 
 class CartItemSerializer(serializers.ModelSerializer):
-    product = serializers.PrimaryKeyRelatedField(queryset=Product.objects.all())
+    product = BoundedPrimaryKeyRelatedField(queryset=Product.objects.all())
     name = serializers.CharField(source="product.name", read_only=True)
     unit_price = serializers.DecimalField(
         source="product.price", max_digits=10, decimal_places=2, read_only=True

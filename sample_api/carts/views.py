@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from catalog.fields import ID_PATH_REGEX
 from catalog.switches import ResponseCacheSwitch
 from django.conf import settings
 from django.db import transaction
@@ -57,6 +58,7 @@ class CartItemViewSet(
     permission_classes = [IsAuthenticated]
     serializer_class = CartItemSerializer
     pagination_class = None
+    lookup_value_regex = ID_PATH_REGEX
     throttle_scope = "cart_write"
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     cache_timeout = 1800

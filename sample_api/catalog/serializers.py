@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from catalog.fields import BoundedPrimaryKeyRelatedField
 from catalog.models import Category, Product, Tag
 
 
@@ -14,6 +15,7 @@ class CategorySerializer(serializers.ModelSerializer):
 
 
 class ProductSerializer(serializers.ModelSerializer):
+    serializer_related_field = BoundedPrimaryKeyRelatedField
     tags = serializers.SlugRelatedField(
         slug_field="slug", many=True, queryset=Tag.objects.all(), required=False
     )

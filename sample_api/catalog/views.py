@@ -11,6 +11,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from catalog.fields import ID_PATH_REGEX, fits_in_int64
 from catalog.models import Category, Product
 from catalog.serializers import CategorySerializer, ProductSerializer
 from catalog.switches import ResponseCacheSwitch
@@ -37,6 +38,7 @@ class CategoryViewSet(ResponseCacheSwitch, CacheResponseMixin, viewsets.ReadOnly
     pagination_class = None
     cache_per_user = False
     cache_namespace = "categories:all"
+    lookup_value_regex = ID_PATH_REGEX
     cache_timeout = 3600
 
 
@@ -53,6 +55,7 @@ class ProductViewSet(ResponseCacheSwitch, ProductCacheMixin, viewsets.ModelViewS
     serializer_class = ProductSerializer
     permission_classes = [IsStaffOrReadOnly]
     cache_timeout = 600
+    lookup_value_regex = ID_PATH_REGEX
 
     def get_queryset(self) -> Any:
         queryset = Product.objects.prefetch_related("tags")
@@ -60,7 +63,7 @@ class ProductViewSet(ResponseCacheSwitch, ProductCacheMixin, viewsets.ModelViewS
             raw = self.request.query_params.get(self.category_query_param)
             if raw not in (None, ""):
                 category = self.get_category_filter(self.request)
-                if category is None:
+                if category is None or not fits_in_int64(category):
                     raise ValidationError({"category": [f"{raw!r} is not a category id."]})
                 queryset = queryset.filter(category_id=category)
         return queryset

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from config import sqlite_compat
 from config.demo_redis import running_demo_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -61,19 +62,13 @@ TEMPLATES = [
 def sqlite_database(name: object) -> dict:
     """SQLite that several gunicorn workers can share: WAL, ``BEGIN IMMEDIATE``, a busy timeout.
 
-    Without ``transaction_mode = IMMEDIATE`` two concurrent write transactions
-    both start as readers and one fails at once with "database is locked" when
-    they upgrade; WAL lets readers run while a writer commits.
+    Without ``BEGIN IMMEDIATE`` two concurrent write transactions both start as
+    readers and one fails at once with "database is locked" when they upgrade;
+    WAL lets readers run while a writer commits (``config.sqlite_compat`` does
+    both on every supported Django).
     """
-    return {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": name,
-        "OPTIONS": {
-            "timeout": 20,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        },
-    }
+    pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+    return sqlite_compat.sqlite_database(name, pragmas)
 
 
 def database_from_url(url: str) -> dict:

@@ -1,4 +1,9 @@
-"""``manage.py clear_cache --pattern "product:*"``: delete the toolkit's keys by pattern."""
+"""``manage.py clear_cache --pattern "product:*"``: delete the toolkit's keys by pattern.
+
+django-extensions ships a ``clear_cache`` command too (it clears Django's
+``CACHES``); whichever app comes first in ``INSTALLED_APPS`` wins the name. The
+same command is always reachable as ``drt_clear_cache``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from drf_redis_toolkit.exceptions import RedisUnavailable
 
 
 class Command(BaseCommand):
-    help = "Delete keys under the toolkit's KEY_PREFIX matching a glob pattern (SCAN, never KEYS)."
+    help = (
+        "Delete keys under the toolkit's KEY_PREFIX matching a glob pattern (SCAN, never KEYS). "
+        "Also available as drt_clear_cache."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -21,8 +29,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         pattern = options.get("pattern")
         if not pattern:
-            self.stdout.write("Please provide --pattern argument")
-            return
+            # Exit non-zero: a script that forgot the pattern must not believe it cleared.
+            raise CommandError(
+                "Please provide --pattern argument (e.g. --pattern "
+                '"product:*"); nothing was cleared.'
+            )
         try:
             count = redis_client.clear_pattern(pattern)
         except RedisUnavailable as exc:
