@@ -1,4 +1,4 @@
-"""``redis_client``: the seed guide's small key/value API, made safe.
+"""``redis_client``: a small key/value API on the toolkit's connection, made safe.
 
 Keys are given without the prefix and stored at ``KEY_PREFIX + ":" + key``.
 Values are JSON (never pickle, so a value planted in Redis cannot run code).
@@ -70,7 +70,7 @@ def _resolve_timeout(timeout: Any) -> int | None:
 
 
 class RedisClient:
-    """The seed's Redis helper API on top of the toolkit's connection."""
+    """A Redis helper API (JSON values, prefix, TTLs) on top of the toolkit's connection."""
 
     @property
     def client(self) -> Any:
@@ -220,7 +220,7 @@ class RedisClient:
                 return {}  # a server without INFO (the embedded fakeredis fallback)
 
     def stats(self) -> dict[str, Any]:
-        """The seed's cache statistics: connections, commands, hits, misses, hit rate."""
+        """Cache statistics: connections, commands, hits, misses, hit rate."""
         info = self.info("stats")
         hits = int(info.get("keyspace_hits", 0))
         misses = int(info.get("keyspace_misses", 0))
@@ -288,7 +288,7 @@ def _today() -> int:
 redis_client = RedisClient()
 
 
-# -- the seed's helper functions -------------------------------------------
+# -- helper functions: a product, a user's cart, popular products -----------
 
 
 def cache_product(product_id: int | str, data: Any, timeout: Any = DEFAULT_TIMEOUT) -> bool:

@@ -1,9 +1,12 @@
 """Viewset mixins: cached product and cart endpoints that invalidate what their writes change.
 
-``ProductCacheMixin`` caches a catalogue shared by every user under the seed's
-names: a detail under ``product:{id}``, a list filtered by ``?category=`` under
+``ProductCacheMixin`` caches a catalogue shared by every user: a detail under
+``product:{id}``, a list whose queryset is restricted to one category under
 ``category:{id}:products``, any other list under ``products:all`` (the query
-string, hence pagination and filters, is part of each entry's key).
+string, hence pagination and filters, is part of each entry's key). Which
+category a list shows is read from its queryset, never trusted from
+``?category=``: a view that forgets to filter lands under ``products:all``,
+which every product write invalidates.
 ``CartCacheMixin`` caches a cart per user under ``cart:user:{user_id}``, and
 only ever serves it to that user.
 
@@ -21,6 +24,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import DEFAULT_DB_ALIAS, models, router
+from django.db.models.expressions import Col
+from django.db.models.sql.where import AND
 from django.http.response import HttpResponseBase
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
@@ -49,6 +54,40 @@ def _canonical(model: type[models.Model] | None, field_name: str, value: Any) ->
         return str(target.to_python(value))
     except (ValidationError, ValueError, TypeError, LookupError):
         return None
+
+
+def _restricted_to(queryset: Any, field_name: str) -> str | None:
+    """The value ``queryset`` is restricted to by ``field_name=<value>``, canonical, or ``None``.
+
+    Reads the query's top-level ``WHERE``: only an ``AND`` of conditions, one of
+    them an exact match on the model's own column, proves that every row shares
+    that value. Anything else (``OR``, negation, ``__in``, a joined table, a
+    union) answers ``None``: the caller then depends on a coarser name, which is
+    never stale, only invalidated more often.
+    """
+    query = getattr(queryset, "query", None)
+    if query is None or query.combinator or query.where.negated or query.where.connector != AND:
+        return None
+    model = query.model
+    try:
+        field = model._meta.get_field(field_name)
+    except LookupError:
+        return None
+    values = set()
+    for condition in query.where.children:
+        column = getattr(condition, "lhs", None)
+        if (
+            getattr(condition, "lookup_name", None) != "exact"
+            or not isinstance(column, Col)
+            or column.alias != query.base_table
+            or getattr(column.target, "attname", None) != field.attname
+            or hasattr(condition.rhs, "resolve_expression")
+        ):
+            continue
+        values.add(_canonical(model, field_name, condition.rhs))
+    if len(values) != 1:
+        return None  # none, or two different ones (an empty list: any name is right)
+    return values.pop()
 
 
 class InvalidateOnWriteMixin:
@@ -132,13 +171,14 @@ class InvalidateOnWriteMixin:
 
 
 class ProductCacheMixin(InvalidateOnWriteMixin, CacheResponseMixin):
-    """Cache a product ``ModelViewSet`` for everyone, keyed and invalidated as the seed names it.
+    """Cache a product ``ModelViewSet`` for everyone; invalidate what its writes change.
 
     GET/HEAD answers are shared (``cache_per_user = False``): put only public
     data behind it. The names are ``product_key``, ``category_key`` and
     ``list_key``; writes invalidate them as ``keys`` (the generation is bumped
-    and a ``redis_client`` key of that name deleted, so data cached the seed's
-    way with ``cache_product`` goes too).
+    and a ``redis_client`` key of that name deleted, so a value stored with
+    ``cache_product`` goes too). A list is cached under ``category_key`` only
+    when ``get_list_category()`` proves its queryset holds that one category.
     """
 
     cache_per_user = False
@@ -156,11 +196,29 @@ class ProductCacheMixin(InvalidateOnWriteMixin, CacheResponseMixin):
     def get_category_filter(self, request: Request) -> str | None:
         """The ``?category=`` value, canonical; ``None`` if absent or not a valid id.
 
-        Filter the queryset by this value, so the list's namespace and its
-        content always name the same category.
+        A helper for ``get_queryset()``: filter the list by this value
+        (``queryset.filter(category_id=...)``) and the list is cached under that
+        category's name. Reading it does not filter anything by itself.
         """
         raw = request.query_params.get(self.category_query_param)
         return _canonical(self._model(), self.category_field, raw)
+
+    def get_list_category(self, request: Request) -> str | None:
+        """The one category this list's queryset is restricted to; ``None`` if it is not.
+
+        Read from the queryset the list will run (``filter_queryset(get_queryset())``),
+        not from the query string: a view that forgets to filter by ``?category=``
+        serves every category's products, so its list must depend on a name
+        every product write invalidates. Only a top-level ``category=<id>``
+        condition counts; anything the toolkit cannot prove (``__in``, ``Q(...) |
+        Q(...)``, a filter through a join) gives ``None``. A ``list()`` that
+        serves rows from elsewhere than this queryset is beyond what it can see.
+        Both hooks run on cache hits too: keep them free of queries.
+        """
+        if getattr(self, "action", "list") != "list" or not hasattr(self, "filter_queryset"):
+            return None  # a custom GET action may read any product
+        queryset = self.filter_queryset(self.get_queryset())  # type: ignore[attr-defined]
+        return _restricted_to(queryset, self.category_field)
 
     def get_cache_namespace(self, request: Request) -> str:
         lookup = self.lookup_url_kwarg or self.lookup_field  # type: ignore[attr-defined]
@@ -176,12 +234,10 @@ class ProductCacheMixin(InvalidateOnWriteMixin, CacheResponseMixin):
                 model, "pk" if model is None else model._meta.pk.name, kwargs[lookup]
             )
             return self.product_key.format(pk=value if value is not None else kwargs[lookup])
-        category = self.get_category_filter(request)
+        category = self.get_list_category(request)
         if category is not None:
             return self.category_key.format(category=category)
-        if request.query_params.get(self.category_query_param):
-            # An invalid category is answered 400 (never cached); keep it apart anyway.
-            return self.list_key + ":invalid"
+        # Not provably one category's products: every product write bumps this.
         return self.list_key
 
     def get_invalidation_names(self, obj: Any) -> Names:

@@ -1,12 +1,18 @@
-"""Run the sample API for trying things out: pick a Redis, migrate, seed once, serve.
+"""Run the sample API for trying things out: pick a Redis, migrate, load demo data once, serve.
 
 Redis, in order of preference:
 
 1. ``REDIS_URL`` from the environment, if it answers;
-2. a real ``redis-server``: the one on 127.0.0.1:6379 if it answers, else one
-   started here (and stopped on exit, by PID);
-3. an embedded fakeredis server (Lua included) in this process, with a loud
+2. a Redis already answering on 127.0.0.1:6379 (a ``redis-server`` or a
+   container: no binary is needed here);
+3. a ``redis-server`` started here on a free port (and stopped on exit, by PID);
+4. an embedded fakeredis server (Lua included) in this process, with a loud
    warning: it is for trying the API out, not for measuring or production.
+
+Whichever it is, the demo prints the ``export REDIS_URL=...`` line for other
+terminals and records the URL in ``sample_api/.demo-redis-url`` until it stops,
+where the sample's settings find it: ``python sample_api/manage.py shell``
+reaches the same Redis, so what it saves is invalidated in the demo's cache.
 """
 
 from __future__ import annotations
@@ -24,8 +30,13 @@ import redis
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from config import demo_redis  # noqa: E402  (the sample's own package, found through HERE)
 
 HOST = "127.0.0.1"
+#: The Redis a developer most likely runs already (a package or a container).
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
 PORT = int(os.environ.get("PORT", "8000"))
 SEED_STAMP = HERE / ".seeded"
 WARNING = """
@@ -56,11 +67,10 @@ def choose_redis(cleanups: list) -> str:
             print(f"demo: using REDIS_URL={url}")
             return url
         print(f"demo: REDIS_URL={url} does not answer; looking for another Redis", file=sys.stderr)
+    if answers(DEFAULT_URL):
+        print(f"demo: using the Redis already answering at {DEFAULT_URL}")
+        return DEFAULT_URL
     if shutil.which("redis-server"):
-        default = "redis://127.0.0.1:6379/0"
-        if answers(default):
-            print(f"demo: using the redis-server already running at {default}")
-            return default
         from tests.servers import start_redis
 
         server = start_redis()
@@ -80,6 +90,17 @@ def choose_redis(cleanups: list) -> str:
     url = f"redis://{HOST}:{port}/0"
     preload_scripts(url)
     return url
+
+
+def share_redis_url(url: str, cleanups: list) -> None:
+    """Tell other terminals where this demo's Redis is, and let ``manage.py`` find it."""
+    demo_redis.publish(url)
+    cleanups.append(demo_redis.withdraw)
+    print(
+        f"demo: `python sample_api/manage.py ...` (shell, seed_demo) uses this Redis while the\n"
+        f"      demo runs (recorded in {demo_redis.path()}). Anything else, run first:\n"
+        f"    export REDIS_URL={url}"
+    )
 
 
 def preload_scripts(url: str) -> None:
@@ -122,7 +143,9 @@ def main() -> int:
     cleanups: list = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        env = {**os.environ, "REDIS_URL": choose_redis(cleanups)}
+        url = choose_redis(cleanups)
+        share_redis_url(url, cleanups)
+        env = {**os.environ, "REDIS_URL": url}
         manage("migrate", "--noinput", "-v", "0", env=env)
         if not SEED_STAMP.exists() and has_command("seed_demo", env):
             manage("seed_demo", "--products", "1000", "--users", "20", env=env)

@@ -17,14 +17,20 @@ from rest_framework.routers import SimpleRouter
 from drf_redis_toolkit.mixins import CartCacheMixin, ProductCacheMixin
 
 
-class GadgetViewSet(ProductCacheMixin, viewsets.ModelViewSet):
-    """Products, writable by anyone, with write actions that send no model signals."""
+class LooseViewSet(ProductCacheMixin, viewsets.ModelViewSet):
+    """Products, writable by anyone, whose list forgets to filter by ``?category=``."""
 
     queryset = Product.objects.order_by("pk")
     serializer_class = ProductSerializer
     permission_classes = [AllowAny]
     authentication_classes = []
     throttle_classes = []
+    pagination_class = None
+
+
+class GadgetViewSet(LooseViewSet):
+    """Products filtered by ``?category=``, with write actions that send no model signals."""
+
     pagination_class = ProductPagination
 
     def get_queryset(self):
@@ -72,6 +78,7 @@ class OpenCartViewSet(CartCacheMixin, viewsets.ReadOnlyModelViewSet):
 
 router = SimpleRouter()
 router.register("gadgets", GadgetViewSet, basename="gadget")
+router.register("loose", LooseViewSet, basename="loose")
 router.register("by-slug", GadgetBySlugViewSet, basename="by-slug")
 router.register("open-cart", OpenCartViewSet, basename="open-cart")
 urlpatterns = [path("", include(router.urls))]

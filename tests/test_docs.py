@@ -5,19 +5,21 @@ The fenced ```` ```python ```` blocks of one page run in order in one namespace
 fakeredis and test database, with the sample API's apps installed. Blocks whose
 first line starts with ``>>>`` are doctests: their printed results are compared.
 
-Settings fragments run too (``INSTALLED_APPS = [..., "drf_redis_toolkit"]`` is
-valid Python), and what they assign is then checked: every ``DRF_REDIS_TOOLKIT``
-key and value through the toolkit's own validators, every throttle rate through
-its parser, every dotted path the toolkit names is imported.
+Settings fragments run too, on top of the lists ``startproject`` writes (so
+``INSTALLED_APPS += ["drf_redis_toolkit"]`` works as in a real ``settings.py``),
+and what they assign is then checked: every ``DRF_REDIS_TOOLKIT`` key and value
+through the toolkit's own validators, every throttle rate through its parser,
+every dotted path the toolkit names is imported.
 
 A block that cannot run here (a model in an app that doesn't exist, a view that
 needs a URLconf) is preceded by ``<!-- no-test -->`` on the line before its
-fence; use it sparingly.
+fence; use it sparingly. Pages in ``PROJECT_PAGES`` (files to write, commands to
+run) are followed in a project of their own by the test named there.
 """
 
 from __future__ import annotations
 
-import doctest
+import ast
 import importlib
 import re
 from dataclasses import dataclass
@@ -29,10 +31,14 @@ from django.utils.module_loading import import_string
 
 from drf_redis_toolkit.conf import DEFAULTS, VALIDATORS
 from drf_redis_toolkit.rates import parse_rate
+from tests.doc_session import run_source
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP_MARK = "<!-- no-test -->"
+#: Pages that write files and run commands: each is followed, block by block, in a
+#: project of its own by the test named here instead of in this process.
+PROJECT_PAGES = {ROOT / "docs" / "getting-started.md": "tests/test_getting_started_project.py"}
 _FENCE = re.compile(r"^(?P<indent>[ ]{0,3})```(?P<lang>[\w+-]*)\s*$")
 
 
@@ -45,7 +51,8 @@ class Block:
     skipped: bool
 
     def __str__(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
 
 def extract_blocks(page: Path) -> list[Block]:
@@ -110,24 +117,27 @@ def check_settings(namespace: dict[str, Any], block: Block) -> None:
 
 
 def run_block(block: Block, namespace: dict[str, Any]) -> None:
-    source = block.code
-    if source.lstrip().startswith(">>>"):
-        parser = doctest.DocTestParser()
-        test = parser.get_doctest(source, namespace, str(block), str(block.page), block.line)
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        failures: list[str] = []
-        runner.run(test, out=failures.append, clear_globs=False)
-        namespace.update(test.globs)  # DocTest works on a copy; later blocks see its names
-        assert runner.failures == 0, f"{block}: doctest failed\n" + "".join(failures)
-        return
-    # Pad with newlines so tracebacks point at the Markdown line.
-    code = compile("\n" * block.line + source, str(block.page), "exec")
-    exec(code, namespace)
-    check_settings(namespace, block)
+    run_source(block.code, namespace, str(block), str(block.page), block.line)
+    if not block.code.lstrip().startswith(">>>"):
+        check_settings(namespace, block)
+
+
+def startproject_settings() -> dict[str, list[str]]:
+    """The lists ``django-admin startproject`` writes in a new ``settings.py``."""
+    import django
+
+    template = Path(django.__file__).parent / "conf" / "project_template" / "project_name"
+    source = (template / "settings.py-tpl").read_text(encoding="utf-8")
+    found: dict[str, list[str]] = {}
+    for name in ("INSTALLED_APPS", "MIDDLEWARE"):
+        match = re.search(rf"^{name} = (\[.*?\])$", source, re.MULTILINE | re.DOTALL)
+        assert match, f"startproject's settings template has no {name}"
+        found[name] = ast.literal_eval(match[1])
+    return found
 
 
 def _pages_with_python() -> list[Path]:
-    return [p for p in PAGES if p.exists() and python_blocks(p)]
+    return [p for p in PAGES if p.exists() and p not in PROJECT_PAGES and python_blocks(p)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -158,7 +168,8 @@ def test_python_examples_run(page: Path, settings: Any, monkeypatch: pytest.Monk
         "authentication_classes",
         [import_string(path) for path in config["DEFAULT_AUTHENTICATION_CLASSES"]],
     )
-    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    # A settings fragment adds to what ``startproject`` wrote (``INSTALLED_APPS += [...]``).
+    namespace: dict[str, Any] = {"__name__": "docs_example", **startproject_settings()}
     ran = 0
     for block in python_blocks(page):
         if block.skipped:
@@ -166,6 +177,24 @@ def test_python_examples_run(page: Path, settings: Any, monkeypatch: pytest.Monk
         run_block(block, namespace)
         ran += 1
     assert ran, f"{page}: every Python block is marked {SKIP_MARK}"
+
+
+def test_pages_describe_the_api_on_their_own() -> None:
+    """No page cites the guide the project grew from ("the seed guide", "the seed's
+    Example 7"): readers do not have it. ``seed_demo`` (a command) is a different word."""
+    cited = re.compile(r"\bseed\b", re.IGNORECASE)
+    hits = [
+        f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
+        for page in PAGES
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if cited.search(line)
+    ]
+    assert not hits, "\n".join(hits)
+
+
+def test_project_pages_have_their_own_test() -> None:
+    for page, test in PROJECT_PAGES.items():
+        assert page.exists() and (ROOT / test).exists(), (page, test)
 
 
 # -- the harness itself ----------------------------------------------------------------------

@@ -127,3 +127,86 @@ def test_anonymous_requests_to_a_cart_view_are_never_cached(gadgets):
         response = client.get("/open-cart/")
         assert response.status_code == 200
         assert "X-Cache" not in response
+
+
+# -- a list is cached under a category's name only when it holds that category alone --------
+
+
+def _price(listing, pk):
+    return next(row["price"] for row in listing if row["id"] == pk)
+
+
+def test_a_list_that_forgets_to_filter_is_not_stale_after_a_write_in_another_category(
+    gadgets, catalog
+):
+    """``?category=1`` on a view serving every category must see a write in category 2."""
+    client = APIClient()
+    books, games = catalog.categories
+    game = next(p for p in catalog.products if p.category_id == games.pk)
+    url = f"/loose/?category={books.pk}"
+    assert (status(client, url), status(client, url)) == ("MISS", "HIT")
+    listed = client.get(url).json()
+    assert {row["category"] for row in listed} == {books.pk, games.pk}  # unfiltered indeed
+    # A write from the shell (the INVALIDATION rules) and one through the viewset.
+    type(game).objects.filter(pk=game.pk).update(price="1.23")
+    response = client.get(url)
+    assert (response["X-Cache"], _price(response.json(), game.pk)) == ("MISS", "1.23")
+    assert client.patch(f"/loose/{game.pk}/", {"price": "2.34"}, format="json").status_code == 200
+    response = client.get(url)
+    assert (response["X-Cache"], _price(response.json(), game.pk)) == ("MISS", "2.34")
+
+
+def test_an_invalid_category_on_an_unfiltered_view_is_invalidated_by_any_write(gadgets, catalog):
+    client = APIClient()
+    product = catalog.products[0]
+    url = "/loose/?category=not-a-number"
+    assert (status(client, url), status(client, url)) == ("MISS", "HIT")
+    type(product).objects.filter(pk=product.pk).update(price="3.21")
+    response = client.get(url)
+    assert (response["X-Cache"], _price(response.json(), product.pk)) == ("MISS", "3.21")
+
+
+def test_a_filtered_list_keeps_its_fine_grained_invalidation(gadgets, catalog):
+    client = APIClient()
+    books, games = catalog.categories
+    book = next(p for p in catalog.products if p.category_id == books.pk)
+    game = next(p for p in catalog.products if p.category_id == games.pk)
+    books_url, all_url = f"/gadgets/?category={books.pk}", "/gadgets/"
+    for url in (books_url, all_url):
+        assert (status(client, url), status(client, url)) == ("MISS", "HIT")
+    type(game).objects.filter(pk=game.pk).update(price="4.56")
+    assert (status(client, books_url), status(client, all_url)) == ("HIT", "MISS")
+    type(book).objects.filter(pk=book.pk).update(price="6.54")
+    response = client.get(books_url)
+    assert response["X-Cache"] == "MISS"
+    assert _price(response.json()["results"], book.pk) == "6.54"
+
+
+def _restricted(queryset):
+    from drf_redis_toolkit.mixins import _restricted_to
+
+    return _restricted_to(queryset, "category")
+
+
+def test_only_a_provable_restriction_to_one_category_counts():
+    from catalog.models import Category, Product
+    from django.db.models import Q
+
+    objects = Product.objects
+    assert _restricted(objects.filter(category=1)) == "1"
+    assert _restricted(objects.filter(category_id="02").filter(price__gt=1)) == "2"
+    assert _restricted(objects.filter(category__pk=3).order_by("-price")[:5]) == "3"
+    assert _restricted(objects.filter(category=Category(pk=4))) == "4"
+    assert _restricted(Category(pk=5).products.all()) == "5"
+    for unproven in (
+        objects.all(),
+        objects.filter(category__in=[1]),
+        objects.filter(Q(category=1) | Q(price=0)),
+        objects.exclude(category=1),
+        objects.filter(~Q(category=1)),
+        objects.filter(category__slug="books"),
+        objects.filter(category=1).filter(category=2),
+        objects.filter(category=1).union(objects.filter(category=2)),
+        objects.filter(category__isnull=False),
+    ):
+        assert _restricted(unproven) is None, unproven.query

@@ -3,7 +3,7 @@
 A cart's cached representation (``cart:user:{user_id}``) changes when one of
 its items changes, and when a product in it changes (name, price). Both rules
 are registered as ``keys``: the namespace of the cached ``GET /api/cart/``
-response is bumped, and the seed-style ``cache_user_cart`` key is deleted too.
+response is bumped, and the ``cache_user_cart`` key is deleted too.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seed guide's Example 2 (cart cache), as written against the toolkit.
+"""A user's cart cached by hand with ``redis_client``, safely.
 
 ``get_user_cart`` caches under ``cart:user:{user_id}`` (the key of ``cache_user_cart``) with
 ``redis_client.get_or_set``;

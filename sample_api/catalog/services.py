@@ -1,6 +1,6 @@
-"""The seed guide's Example 1, as written against the toolkit.
+"""A product's details cached by hand with ``redis_client``, safely.
 
-``get_product_detail`` caches a product under the seed's ``redis_client`` key
+``get_product_detail`` caches a product under the ``redis_client`` key
 ``product:{id}`` (what ``cache_product`` / ``get_cached_product`` read and write).
 The ``INVALIDATION`` rule for ``catalog.Product`` lists ``product:{pk}`` under
 ``keys``: every committed save or delete of the product deletes the key *and*

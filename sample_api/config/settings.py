@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from config import sqlite_compat
+from config.demo_redis import running_demo_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -102,7 +103,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 
-#: The seed guide's "Example 7: Cache Invalidation Pattern", as settings. A
+#: Invalidation on save and delete, as settings (see docs/invalidation.md). A
 #: name under "keys" is deleted from redis_client *and* its namespace
 #: generation is bumped; one under "namespaces" is bumped. Templates read the
 #: instance's fields; when a product changes category, both categories' lists
@@ -125,7 +126,8 @@ SHOP_INVALIDATION = {
 }
 
 DRF_REDIS_TOOLKIT = {
-    "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # REDIS_URL, else the Redis a running `make demo` uses (config/demo_redis.py).
+    "REDIS_URL": os.environ.get("REDIS_URL") or running_demo_url() or "redis://127.0.0.1:6379/0",
     "CLUSTER": os.environ.get("REDIS_CLUSTER") == "1",
     "KEY_PREFIX": os.environ.get("REDIS_KEY_PREFIX", "shop"),
     "INVALIDATION": SHOP_INVALIDATION,

@@ -13,7 +13,7 @@ from drf_redis_toolkit.exceptions import RedisUnavailable
 
 
 def collect_stats() -> dict[str, Any]:
-    """The seed's hit-rate figures plus keyspace and memory, and the toolkit's own counters."""
+    """Redis hit-rate figures plus keyspace and memory, and the toolkit's own counters."""
     stats: dict[str, Any] = dict(redis_client.stats())
     memory = redis_client.info("memory")
     stats["used_memory"] = memory.get("used_memory")
