@@ -38,7 +38,10 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP_MARK = "<!-- no-test -->"
 #: Pages that write files and run commands: each is followed, block by block, in a
 #: project of its own by the test named here instead of in this process.
-PROJECT_PAGES = {ROOT / "docs" / "getting-started.md": "tests/test_getting_started_project.py"}
+PROJECT_PAGES = {
+    ROOT / "docs" / "getting-started.md": "tests/test_getting_started_project.py",
+    ROOT / "README.md": "tests/test_packaging.py",  # from the built wheel, in a fresh venv
+}
 _FENCE = re.compile(r"^(?P<indent>[ ]{0,3})```(?P<lang>[\w+-]*)\s*$")
 
 

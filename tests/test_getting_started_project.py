@@ -82,6 +82,7 @@ class Project:
     env: dict[str, str]
     cwd: Path
     log: list[str] = field(default_factory=list)
+    python: str = sys.executable
 
     def run(self, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -105,7 +106,7 @@ class Project:
 
     def manage_py(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         assert (self.cwd / "manage.py").exists(), f"no manage.py in {self.cwd}"
-        return self.run([sys.executable, "manage.py", *args], **kwargs)
+        return self.run([self.python, "manage.py", *args], **kwargs)
 
     def shell(self, blocks: list[Block]) -> None:
         session = self.base / "session.json"
@@ -142,33 +143,44 @@ def redis_for_the_page():
     server.stop()
 
 
-def _environment(base: Path, redis_url: str) -> dict[str, str]:
-    """A reader's terminal: this interpreter first on PATH, this checkout's toolkit importable.
+def _environment(base: Path, redis_url: str, python: str | None = None) -> dict[str, str]:
+    """A reader's terminal: an interpreter first on PATH, the toolkit importable.
 
-    Only the package is put on ``sys.path`` (through a directory holding a link to
-    it), so the project cannot import the test suite or the sample API by accident.
+    With ``python`` (a virtualenv's, where the toolkit was installed), that is all.
+    Without, this interpreter, and only this checkout's package is put on
+    ``sys.path`` (through a directory holding a link to it), so the project cannot
+    import the test suite or the sample API by accident.
     """
-    site = base / "site"
-    site.mkdir()
-    (site / "drf_redis_toolkit").symlink_to(ROOT / "drf_redis_toolkit")
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DRT_", "REDIS_", "PYTHON"))
+        if not key.startswith(("DJANGO_", "DRT_", "REDIS_", "PYTHON", "VIRTUAL_ENV"))
     }
-    bin_dir = str(Path(sys.executable).parent)
+    if python is None:
+        site = base / "site"
+        site.mkdir()
+        (site / "drf_redis_toolkit").symlink_to(ROOT / "drf_redis_toolkit")
+        env["PYTHONPATH"] = str(site)
+    bin_dir = str(Path(python or sys.executable).parent)
     env.update(
         PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=str(site),
         PYTHONDONTWRITEBYTECODE="1",
         REDIS_URL=redis_url,
     )
     return env
 
 
-def follow_page(blocks: list[Block], base: Path, redis_url: str) -> Project:
-    """Do what the page says; check the project's promises after every step that changes it."""
-    project = Project(base, _environment(base, redis_url), base / "work")
+def follow_page(
+    blocks: list[Block], base: Path, redis_url: str, python: str | None = None
+) -> Project:
+    """Do what the page says; check the project's promises after every step that changes it.
+
+    ``python``: a virtualenv's interpreter to follow the page with (default: this one,
+    with this checkout's package).
+    """
+    project = Project(
+        base, _environment(base, redis_url, python), base / "work", python=python or sys.executable
+    )
     project.cwd.mkdir()
     startproject_apps: list[str] | None = None
     startproject_middleware: list[str] | None = None
@@ -206,10 +218,12 @@ def follow_page(blocks: list[Block], base: Path, redis_url: str) -> Project:
     return project
 
 
-def check_page_in_a_new_project(page: Path, base: Path, server: servers.RedisProcess) -> None:
+def check_page_in_a_new_project(
+    page: Path, base: Path, server: servers.RedisProcess, python: str | None = None
+) -> None:
     """Follow ``page`` in a new project under ``base``; assert everything it promises."""
     server.client().flushall()
-    project = follow_page(extract_blocks(page), base, server.url)
+    project = follow_page(extract_blocks(page), base, server.url, python)
 
     check = project.manage_py("check", "--fail-level", "WARNING")
     assert check.returncode == 0, project.log[-1]

@@ -96,6 +96,33 @@ def test_the_wheel_installs_and_imports_in_a_fresh_virtualenv(dist: Path, tmp_pa
     assert out.split() == [drf_redis_toolkit.__version__, "True"]
 
 
+def test_the_readme_quick_start_works_from_the_wheel_in_a_fresh_virtualenv(
+    dist: Path, tmp_path: Path
+) -> None:
+    """``pip install`` of the built wheel, then the README followed literally in a new project.
+
+    The README's blocks are followed as ``docs/getting-started.md``'s are (files
+    written, commands run, ``pycon`` sessions typed into ``manage.py shell`` and
+    their answers compared), with the fresh virtualenv's interpreter and a real
+    ``redis-server``: nothing from this checkout is importable there.
+    """
+    from tests import servers
+    from tests.test_getting_started_project import check_page_in_a_new_project
+
+    if servers.redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    python = venv / "bin" / "python"
+    _run(python, "-m", "pip", "install", "-q", _one(dist, "*.whl"), timeout=600)
+    server = servers.start_redis()
+    try:
+        (tmp_path / "project").mkdir()
+        check_page_in_a_new_project(ROOT / "README.md", tmp_path / "project", server, str(python))
+    finally:
+        server.stop()
+
+
 def test_the_docs_site_builds_in_strict_mode(tmp_path: Path) -> None:
     _run(sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", tmp_path / "site")
     assert (tmp_path / "site" / "index.html").is_file()
