@@ -27,12 +27,13 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
 
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.rates import Limit, parse_rate
-from drf_redis_toolkit.throttle_rounds import creation_number, current_round
+from drf_redis_toolkit.throttle_rounds import ROUND_ATTR, creation_number, current_round
 
 
 class ThrottlingUnavailable(APIException):
@@ -191,21 +192,38 @@ class SlidingWindowThrottle(BaseThrottle):
             return True
         cost = self.get_cost(request, view)
         round_ = current_round(self, request, view)
+        # Once another throttle of this round refused, only report: record nothing.
+        question = ratelimit.ask(
+            self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
+        )
         try:
-            # Once another throttle of this round refused, only report: record nothing.
-            decision = ratelimit.decide(
-                self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
-            )
+            decision = round_.answer(question)
+            if decision is None:
+                later = _later_questions(self, question, request, view)
+                decision = round_.decide([question, *later])
         except RedisUnavailable as exc:
             if toolkit_settings.FAIL_OPEN:
                 return True
             raise ThrottlingUnavailable() from exc
         self.decision = decision
-        round_.decisions.append(decision)
         if decision.allowed:
             return True
         round_.refuse()
         return False
+
+    def question(self, request: Any, view: Any) -> ratelimit.Question | None:
+        """What ``allow_request`` would ask Redis (recording), or ``None`` if not limited."""
+        if not self.bind(view):
+            return None
+        limits = self.get_limits()
+        if limits is None:
+            return None
+        ident = self.identity(request, view)
+        if ident is None:
+            return None
+        return ratelimit.ask(
+            self.algorithm, self.scope_name, ident, limits, self.get_cost(request, view)
+        )
 
     def wait(self) -> float | None:
         """Exact seconds until a request like the last one would be admitted."""
@@ -289,6 +307,54 @@ class UserSlidingWindowCounterThrottle(UserSlidingWindowThrottle):
 
 class ScopedSlidingWindowCounterThrottle(ScopedSlidingWindowThrottle):
     algorithm = ratelimit.COUNTER
+
+
+_CHECK_THROTTLES = APIView.check_throttles.__code__
+
+
+def _later_questions(
+    first: SlidingWindowThrottle, asked: ratelimit.Question, request: Any, view: Any
+) -> list[ratelimit.Question]:
+    """The questions of the toolkit throttles DRF will call after ``first`` in this round.
+
+    Only when that is certain: ``first`` is the round's first toolkit throttle,
+    called by DRF's own ``check_throttles`` (which calls every throttle of
+    ``get_throttles()`` in turn) on a view that keeps DRF's ``get_throttles``,
+    and only the throttles after ``first`` in that list whose ``allow_request``
+    is this class's own. A key already asked is left to its throttle's own call
+    (it must see this request recorded). Anything else decides alone, as before.
+    """
+    round_ = getattr(view, ROUND_ATTR, None)
+    if (
+        view is None
+        or round_ is None
+        or round_.decisions
+        or len(round_.members) != 1
+        or round_.caller is None
+        or round_.caller.f_code is not _CHECK_THROTTLES
+        or getattr(type(view), "get_throttles", None) is not APIView.get_throttles
+    ):
+        return []
+    found_first = False
+    seen = {(asked.kind, asked.key)}
+    questions: list[ratelimit.Question] = []
+    for throttle in view.get_throttles():
+        if not isinstance(throttle, SlidingWindowThrottle):
+            continue
+        if not found_first:
+            found_first = type(throttle) is type(first)
+            continue
+        if type(throttle).allow_request is not SlidingWindowThrottle.allow_request:
+            continue
+        try:
+            question = throttle.question(request, view)
+        except Exception:  # noqa: BLE001 - its own call raises it again, in DRF's order
+            continue
+        if question is None or (question.kind, question.key) in seen:
+            continue
+        seen.add((question.kind, question.key))
+        questions.append(question)
+    return questions
 
 
 def reset_throttle(throttle: type[SlidingWindowThrottle] | str, ident: object) -> int:

@@ -1,0 +1,289 @@
+"""One round trip per request, whatever the number of the toolkit's throttles on a view.
+
+Counted on the real server and on every node of the real cluster with
+``INFO commandstats`` deltas: what the server executed, no mock in between. A
+view with anon + user + scoped throttles (log and counter mixed) costs one
+``EVALSHA`` when it admits and one when it refuses, with nothing recorded on
+refusal (no take-back round trip).
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.crc import key_slot
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit.throttling import (
+    AnonSlidingWindowThrottle,
+    ScopedSlidingWindowCounterThrottle,
+    SlidingWindowThrottle,
+    UserSlidingWindowThrottle,
+)
+
+factory = APIRequestFactory()
+CLIENT = "198.51.100.7"
+
+
+class Anon(AnonSlidingWindowThrottle):
+    scope = "rt_anon"
+    rate = "5/min"
+
+
+class User(UserSlidingWindowThrottle):
+    scope = "rt_user"
+    rate = "3/min"
+
+
+class Scoped(ScopedSlidingWindowCounterThrottle):
+    THROTTLE_RATES = {"rt_scoped": "10/min"}
+
+
+class ThreeThrottlesView(APIView):
+    throttle_classes = (Anon, User, Scoped)
+    throttle_scope = "rt_scoped"
+    authentication_classes = ()
+    permission_classes = ()
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+def node_clients(backend):
+    if backend.name == "cluster":
+        return [redis.Redis.from_url(node.url) for node in backend.server.nodes]
+    return [redis.Redis.from_url(backend.server.url)]
+
+
+def commands(clients) -> dict[str, int]:
+    """Calls per command, summed over ``clients``' servers (``INFO`` itself left out)."""
+    totals: dict[str, int] = {}
+    for client in clients:
+        for name, stats in client.info("commandstats").items():
+            command = name.removeprefix("cmdstat_")
+            if command not in ("info",):
+                totals[command] = totals.get(command, 0) + int(stats["calls"])
+    return totals
+
+
+#: What the throttle scripts call inside the server (commandstats counts those too).
+IN_SCRIPTS = {
+    "time", "zremrangebyscore", "zcard", "zcount", "zrange", "zadd", "pexpire",
+    "hmget", "hincrby", "hkeys", "hdel",
+}  # fmt: skip
+
+
+def changes(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What clients sent: the change, without the commands run inside scripts."""
+    return {k: v for k, v in changes(before, after).items() if k not in IN_SCRIPTS}
+
+
+@pytest.fixture
+def counted(backend):
+    if not backend.is_real:
+        pytest.skip("counts what a real server executed (INFO commandstats)")
+    clients = node_clients(backend)
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def request_anonymous():
+    return factory.get("/", REMOTE_ADDR=CLIENT)
+
+
+def test_three_throttles_cost_one_script_call_on_admit_and_on_refusal(backend, counted):
+    view = ThreeThrottlesView.as_view()
+    view(request_anonymous())  # loads the scripts (SCRIPT LOAD after a NOSCRIPT)
+    for raw in counted:
+        try:
+            raw.flushall()
+        except redis.ResponseError:
+            pass  # a replica
+    statuses, calls, writes = [], [], []
+    for _ in range(5):
+        before = commands(counted)
+        statuses.append(view(request_anonymous()).status_code)
+        after = commands(counted)
+        calls.append(delta(before, after))
+        done = changes(before, after)
+        writes.append({k: done[k] for k in ("zadd", "hincrby", "zrem") if k in done})
+    assert statuses == [200, 200, 200, 429, 429]
+    assert calls == [{"evalsha": 1}] * 5
+    # Admitted: the log and the counter record once; refused: nothing written, nothing undone.
+    assert writes == [{"zadd": 2, "hincrby": 1}] * 3 + [{}] * 2
+    # The refusals recorded nothing in the other throttles' keys.
+    ident = f"ip:{CLIENT}"
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_anon", ident)) == 3
+    scoped = backend.raw.hgetall(keyspace.throttle_key(ratelimit.COUNTER, "rt_scoped", ident))
+    assert sum(int(v) for v in scoped.values()) == 3
+
+
+made: list[SlidingWindowThrottle] = []
+
+
+class Kept:
+    """Keeps every throttle made, so a test can ask each class afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        made.append(self)
+
+
+class KeptAnon(Kept, Anon):
+    pass
+
+
+class KeptUser(Kept, User):
+    pass
+
+
+class KeptScoped(Kept, Scoped):
+    pass
+
+
+def test_wait_and_decision_per_class_after_one_call(backend, counted):
+    """Each class still answers ``wait()`` and reports its own limit, from the one call."""
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (KeptAnon, KeptUser, KeptScoped)
+
+    view = View.as_view()
+    for _ in range(3):
+        assert view(request_anonymous()).status_code == 200
+    made.clear()
+    before = commands(counted)
+    response = view(request_anonymous())
+    assert delta(before, commands(counted)) == {"evalsha": 1}
+    assert response.status_code == 429
+    anon, user, scoped = made[:3]  # DRF's own (the look-ahead made three more)
+    assert 0 < user.wait() <= 60
+    assert int(response["Retry-After"]) == pytest.approx(user.wait(), abs=1)
+    assert anon.wait() is None and scoped.wait() is None
+    remaining = [t.decision.most_restrictive().remaining for t in (anon, user, scoped)]
+    assert remaining == [2, 0, 7]  # what is left, nothing of this refused request counted
+
+
+class DrfStrict(UserRateThrottle):
+    rate = "1/min"
+
+    def get_cache_key(self, request, view):
+        return "drf-strict-round-trips"
+
+
+def test_a_drf_throttle_refusal_still_takes_the_round_back(backend, counted):
+    from django.core.cache import cache
+
+    cache.delete("drf-strict-round-trips")
+
+    class Mixed(ThreeThrottlesView):
+        throttle_classes = (Anon, DrfStrict, User, Scoped)
+
+    view = Mixed.as_view()
+    assert view(request_anonymous()).status_code == 200
+    assert view(request_anonymous()).status_code == 429
+    ident = f"ip:{CLIENT}"
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_anon", ident)) == 1
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_user", ident)) == 1
+    cache.delete("drf-strict-round-trips")
+
+
+def two_slot_idents() -> tuple[str, str]:
+    """Two identities whose throttle keys fall in different cluster slots."""
+    first = "slot-a"
+    key = keyspace.throttle_key(ratelimit.LOG, "rt_x", first)
+    for i in range(100):
+        other = f"slot-b{i}"
+        if key_slot(keyspace.throttle_key(ratelimit.LOG, "rt_y", other).encode()) != key_slot(
+            key.encode()
+        ):
+            return first, other
+    raise AssertionError("no second slot found")
+
+
+def test_keys_of_other_identities_take_one_pipelined_call_per_slot(backend, counted):
+    """Different identities (different slots on a cluster): one round trip all the same.
+
+    On one server it is one call. On a cluster it is one call per slot, sent
+    together; when one slot refuses after another recorded, the round takes the
+    other's record back (one pipelined ZREM), so nothing stays counted.
+    """
+    first, other = two_slot_idents()
+
+    class X(SlidingWindowThrottle):
+        scope = "rt_x"
+        rate = "5/min"
+
+        def get_cache_key(self, request, view):
+            return first
+
+    class Y(SlidingWindowThrottle):
+        scope = "rt_y"
+        rate = "2/min"
+
+        def get_cache_key(self, request, view):
+            return other
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (X, Y)
+
+    view = View.as_view()
+    view(request_anonymous())
+    for raw in counted:
+        try:
+            raw.flushall()
+        except redis.ResponseError:
+            pass
+    expected_admit = {"evalsha": 1} if backend.name == "real" else {"evalsha": 2}
+    expected_refuse = expected_admit if backend.name == "real" else {"evalsha": 2, "zrem": 1}
+    calls = []
+    for _ in range(3):
+        before = commands(counted)
+        view(request_anonymous())
+        calls.append(delta(before, commands(counted)))
+    assert calls == [expected_admit, expected_admit, expected_refuse]
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_x", first)) == 2
+
+
+def test_a_throttle_listed_twice_counts_twice(backend):
+    """The same key twice in one round: the second sees the first's record (as before)."""
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (User, User)
+
+    view = View.as_view()
+    statuses = [view(request_anonymous()).status_code for _ in range(3)]
+    assert statuses == [200, 429, 429]
+    ident = f"ip:{CLIENT}"
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_user", ident)) == 2
+
+
+def test_a_hook_answering_otherwise_the_second_time_decides_alone(backend):
+    """A cost that changes between the look-ahead and the throttle's own call: no double count."""
+    costs = iter([1, 2, 1, 2])
+
+    class Fickle(UserSlidingWindowThrottle):
+        scope = "rt_fickle"
+        rate = "10/min"
+
+        def get_cost(self, request, view):
+            return next(costs)
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (User, Fickle)
+
+    view = View.as_view()
+    assert view(request_anonymous()).status_code == 200
+    ident = f"ip:{CLIENT}"
+    # The look-ahead asked for 1 and recorded it; the throttle's own call asked for 2:
+    # the first is taken back, the second recorded: 2 in all, not 3.
+    assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_fickle", ident)) == 2
