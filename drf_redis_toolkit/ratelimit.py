@@ -21,7 +21,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.connection import guarded, is_cluster
 from drf_redis_toolkit.rates import Limit
-from drf_redis_toolkit.scripts import get_script, run_script
+from drf_redis_toolkit.scripts import get_script, run_script, run_script_direct
 
 #: The two algorithms: an exact log of requests, or weighted fixed-window counters.
 LOG = "sw"
@@ -68,7 +68,7 @@ class LimitState:
     retry_after: float  # seconds until a request of this cost fits (0: it does now)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """The outcome of one ``decide()`` call, kept on the request for the headers."""
 
@@ -174,10 +174,14 @@ def decide(
     Raises ``RedisUnavailable`` when Redis can't be reached; the caller applies
     the failure policy.
     """
-    question = ask(kind, scope, ident, limits, cost, record)
+    return decide_one(ask(kind, scope, ident, limits, cost, record))
+
+
+def decide_one(question: Question) -> Decision:
+    """Decide one question alone: its own script, one call."""
     with guarded() as client:
-        raw = run_script(_SCRIPTS[kind], client, [question.key], question.args)
-    return _answer(question, raw, record)
+        raw = run_script_direct(_SCRIPTS[question.kind], client, [question.key], question.args)
+    return _answer(question, raw, question.record)
 
 
 def _round_call(questions: Sequence[Question]) -> tuple[str, list[str], list[int | str]]:
@@ -204,6 +208,8 @@ def decide_many(questions: Sequence[Question]) -> list[Decision]:
     and recorded, the caller must take the admitted ones back (``undo``), as a
     ``ThrottleRound`` does.
     """
+    if len(questions) == 1:
+        return [decide_one(questions[0])]
     with guarded() as client:
         groups: list[list[Question]] = [list(questions)]
         if is_cluster(client):

@@ -27,7 +27,6 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
-from rest_framework.views import APIView
 
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
@@ -309,7 +308,13 @@ class ScopedSlidingWindowCounterThrottle(ScopedSlidingWindowThrottle):
     algorithm = ratelimit.COUNTER
 
 
-_CHECK_THROTTLES = APIView.check_throttles.__code__
+@lru_cache(maxsize=1)
+def _drf_round() -> tuple[Any, Any]:
+    """DRF's ``check_throttles`` code and ``get_throttles`` (imported late: DRF's
+    settings import the throttle classes while ``rest_framework.views`` loads)."""
+    from rest_framework.views import APIView
+
+    return APIView.check_throttles.__code__, APIView.get_throttles
 
 
 def _later_questions(
@@ -325,14 +330,15 @@ def _later_questions(
     (it must see this request recorded). Anything else decides alone, as before.
     """
     round_ = getattr(view, ROUND_ATTR, None)
+    check_throttles, get_throttles = _drf_round()
     if (
         view is None
         or round_ is None
         or round_.decisions
         or len(round_.members) != 1
         or round_.caller is None
-        or round_.caller.f_code is not _CHECK_THROTTLES
-        or getattr(type(view), "get_throttles", None) is not APIView.get_throttles
+        or round_.caller.f_code is not check_throttles
+        or getattr(type(view), "get_throttles", None) is not get_throttles
     ):
         return []
     found_first = False
