@@ -1,16 +1,18 @@
 """One round trip per request, whatever the number of the toolkit's throttles on a view.
 
-Counted on the real server and on every node of the real cluster with
-``INFO commandstats`` deltas: what the server executed, no mock in between. A
-view with anon + user + scoped throttles (log and counter mixed) costs one
-``EVALSHA`` when it admits and one when it refuses, with nothing recorded on
-refusal (no take-back round trip).
+Counted on the real server and on every node of the real cluster: script calls
+with ``INFO commandstats`` deltas (what the servers executed), round trips by
+counting the packed writes redis-py's connections send (one per command or per
+pipeline). Nothing is mocked. A view with anon + user + scoped throttles (log
+and counter mixed) costs one ``EVALSHA`` in one round trip whether it admits or
+refuses: the take-back of DRF #6491 happens inside that script.
 """
 
 from __future__ import annotations
 
 import pytest
 import redis
+from redis.connection import AbstractConnection
 from redis.crc import key_slot
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -74,7 +76,7 @@ def commands(clients) -> dict[str, int]:
 #: What the throttle scripts call inside the server (commandstats counts those too).
 IN_SCRIPTS = {
     "time", "zremrangebyscore", "zcard", "zcount", "zrange", "zadd", "pexpire",
-    "hmget", "hincrby", "hkeys", "hdel",
+    "hmget", "hincrby", "hkeys", "hdel", "zrem",
 }  # fmt: skip
 
 
@@ -97,31 +99,59 @@ def counted(backend):
         client.close()
 
 
+@pytest.fixture
+def round_trips(monkeypatch):
+    """Counts the writes every redis-py connection sends (one per command or pipeline)."""
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+def trips(sent, call):
+    before = sent[0]
+    result = call()
+    return result, sent[0] - before
+
+
 def request_anonymous():
     return factory.get("/", REMOTE_ADDR=CLIENT)
 
 
-def test_three_throttles_cost_one_script_call_on_admit_and_on_refusal(backend, counted):
-    view = ThreeThrottlesView.as_view()
+@pytest.mark.parametrize(
+    "order", [(Anon, User, Scoped), (Scoped, Anon, User)], ids=["refuser-between", "refuser-last"]
+)
+def test_three_throttles_cost_one_script_call_on_admit_and_on_refusal(
+    backend, counted, round_trips, order
+):
+    """User (3/min) refuses the 4th: the log and counter before it are taken back in the script."""
+
+    class View(ThreeThrottlesView):
+        throttle_classes = order
+
+    view = View.as_view()
     view(request_anonymous())  # loads the scripts (SCRIPT LOAD after a NOSCRIPT)
     for raw in counted:
         try:
             raw.flushall()
         except redis.ResponseError:
             pass  # a replica
-    statuses, calls, writes = [], [], []
+    statuses, calls, sent = [], [], []
     for _ in range(5):
         before = commands(counted)
-        statuses.append(view(request_anonymous()).status_code)
-        after = commands(counted)
-        calls.append(delta(before, after))
-        done = changes(before, after)
-        writes.append({k: done[k] for k in ("zadd", "hincrby", "zrem") if k in done})
+        response, trip_count = trips(round_trips, lambda: view(request_anonymous()))
+        statuses.append(response.status_code)
+        calls.append(delta(before, commands(counted)))
+        sent.append(trip_count)
     assert statuses == [200, 200, 200, 429, 429]
     assert calls == [{"evalsha": 1}] * 5
-    # Admitted: the log and the counter record once; refused: nothing written, nothing undone.
-    assert writes == [{"zadd": 2, "hincrby": 1}] * 3 + [{}] * 2
-    # The refusals recorded nothing in the other throttles' keys.
+    assert sent == [1] * 5
+    # The refusals left nothing counted in the other throttles' keys.
     ident = f"ip:{CLIENT}"
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_anon", ident)) == 3
     scoped = backend.raw.hgetall(keyspace.throttle_key(ratelimit.COUNTER, "rt_scoped", ident))
@@ -151,7 +181,7 @@ class KeptScoped(Kept, Scoped):
     pass
 
 
-def test_wait_and_decision_per_class_after_one_call(backend, counted):
+def test_wait_and_decision_per_class_after_one_call(backend, counted, round_trips):
     """Each class still answers ``wait()`` and reports its own limit, from the one call."""
 
     class View(ThreeThrottlesView):
@@ -162,8 +192,9 @@ def test_wait_and_decision_per_class_after_one_call(backend, counted):
         assert view(request_anonymous()).status_code == 200
     made.clear()
     before = commands(counted)
-    response = view(request_anonymous())
+    response, sent = trips(round_trips, lambda: view(request_anonymous()))
     assert delta(before, commands(counted)) == {"evalsha": 1}
+    assert sent == 1
     assert response.status_code == 429
     anon, user, scoped = made[:3]  # DRF's own (the look-ahead made three more)
     assert 0 < user.wait() <= 60
@@ -210,12 +241,12 @@ def two_slot_idents() -> tuple[str, str]:
     raise AssertionError("no second slot found")
 
 
-def test_keys_of_other_identities_take_one_pipelined_call_per_slot(backend, counted):
-    """Different identities (different slots on a cluster): one round trip all the same.
+def test_keys_of_other_identities_take_one_call_per_slot(backend, counted, round_trips):
+    """Different identities (different slots on a cluster): one call per slot.
 
-    On one server it is one call. On a cluster it is one call per slot, sent
-    together; when one slot refuses after another recorded, the round takes the
-    other's record back (one pipelined ZREM), so nothing stays counted.
+    On one server it is one call. On a cluster it is one call per slot, pipelined
+    per node; when one slot refuses after another recorded, the round takes the
+    other's record back (one more pipelined round trip), so nothing stays counted.
     """
     first, other = two_slot_idents()
 
@@ -243,14 +274,22 @@ def test_keys_of_other_identities_take_one_pipelined_call_per_slot(backend, coun
             raw.flushall()
         except redis.ResponseError:
             pass
-    expected_admit = {"evalsha": 1} if backend.name == "real" else {"evalsha": 2}
-    expected_refuse = expected_admit if backend.name == "real" else {"evalsha": 2, "zrem": 1}
-    calls = []
+    if backend.name == "real":
+        expected = [({"evalsha": 1}, 1)] * 3
+    else:
+        keys = [
+            keyspace.throttle_key(ratelimit.LOG, "rt_x", first),
+            keyspace.throttle_key(ratelimit.LOG, "rt_y", other),
+        ]
+        nodes = len({backend.raw.get_node_from_key(key).name for key in keys})
+        admit = ({"evalsha": 2}, nodes)
+        expected = [admit, admit, ({"evalsha": 2}, nodes + 1)]
+    results = []
     for _ in range(3):
         before = commands(counted)
-        view(request_anonymous())
-        calls.append(delta(before, commands(counted)))
-    assert calls == [expected_admit, expected_admit, expected_refuse]
+        _, sent = trips(round_trips, lambda: view(request_anonymous()))
+        results.append((delta(before, commands(counted)), sent))
+    assert results == expected
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_x", first)) == 2
 
 
