@@ -82,7 +82,21 @@ def client_address(request: Any) -> str | None:
     whole ``X-Forwarded-For`` header if there is one, which any client can set
     (the system check ``drf_redis_toolkit.W001`` warns about it).
     """
-    return group_address(_drf_ident.get_ident(request))
+    http_request = getattr(request, "_request", request)
+    settings_now = (api_settings.NUM_PROXIES, toolkit_settings.IPV6_PREFIX_LENGTH)
+    known = getattr(http_request, _ADDRESS_ATTR, None)
+    if known is not None and known[0] == settings_now:
+        return known[1]  # the view's other throttles (and the look-ahead) ask again
+    address = group_address(_drf_ident.get_ident(request))
+    try:
+        setattr(http_request, _ADDRESS_ATTR, (settings_now, address))
+    except AttributeError:
+        pass  # a request that takes no attributes: work it out each time
+    return address
+
+
+#: Where ``client_address`` keeps its answer on the request, with the settings it used.
+_ADDRESS_ATTR = "_drf_redis_toolkit_client_address"
 
 
 class SlidingWindowThrottle(BaseThrottle):
