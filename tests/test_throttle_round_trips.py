@@ -20,7 +20,8 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit import ratelimit, scripts
+from drf_redis_toolkit.connection import get_client
 from drf_redis_toolkit.throttling import (
     AnonSlidingWindowThrottle,
     ScopedSlidingWindowCounterThrottle,
@@ -326,3 +327,33 @@ def test_a_hook_answering_otherwise_the_second_time_decides_alone(backend):
     # The look-ahead asked for 1 and recorded it; the throttle's own call asked for 2:
     # the first is taken back, the second recorded: 2 in all, not 3.
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_fickle", ident)) == 2
+
+
+def test_a_flushed_script_is_loaded_again_and_decides_once(real_backend):
+    """The hot path's own ``EVALSHA``: a ``NOSCRIPT`` answer loads the script and decides once."""
+    view = ThreeThrottlesView.as_view()
+    assert view(request_anonymous()).status_code == 200
+    assert scripts._direct(get_client())  # the toolkit's own client takes the direct path
+    real_backend.raw.script_flush()
+    assert view(request_anonymous()).status_code == 200
+    ident = f"ip:{CLIENT}"
+    assert real_backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_user", ident)) == 2
+    assert real_backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_anon", ident)) == 2
+
+
+def test_a_killed_connection_is_not_reused(real_backend):
+    """The server closed the toolkit's pooled connection: the next decisions still count exactly."""
+
+    class Single(User):
+        scope = "rt_single"
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (Single,)
+
+    view = View.as_view()
+    assert view(request_anonymous()).status_code == 200
+    real_backend.raw.client_kill_filter(_type="normal", skipme=True)
+    statuses = [view(request_anonymous()).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    ident = f"ip:{CLIENT}"
+    assert real_backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_single", ident)) == 3
