@@ -195,15 +195,10 @@ class SlidingWindowThrottle(BaseThrottle):
     # -- DRF's throttle interface -----------------------------------------
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        if not self.bind(view):
+        asked = self.what_to_ask(request, view)
+        if asked is None:
             return True
-        limits = self.get_limits()
-        if limits is None:
-            return True
-        ident = self.identity(request, view)
-        if ident is None:
-            return True
-        cost = self.get_cost(request, view)
+        limits, ident, cost = asked
         round_ = current_round(self, request, view)
         # Once another throttle of this round refused, only report: record nothing.
         question = ratelimit.ask(
@@ -224,8 +219,8 @@ class SlidingWindowThrottle(BaseThrottle):
         round_.refuse()
         return False
 
-    def question(self, request: Any, view: Any) -> ratelimit.Question | None:
-        """What ``allow_request`` would ask Redis (recording), or ``None`` if not limited."""
+    def what_to_ask(self, request: Any, view: Any) -> tuple[tuple[Limit, ...], str, int] | None:
+        """``(limits, identity, cost)`` of ``request``, or ``None`` when it is not limited."""
         if not self.bind(view):
             return None
         limits = self.get_limits()
@@ -234,9 +229,15 @@ class SlidingWindowThrottle(BaseThrottle):
         ident = self.identity(request, view)
         if ident is None:
             return None
-        return ratelimit.ask(
-            self.algorithm, self.scope_name, ident, limits, self.get_cost(request, view)
-        )
+        return limits, ident, self.get_cost(request, view)
+
+    def question(self, request: Any, view: Any) -> ratelimit.Question | None:
+        """What ``allow_request`` would ask Redis (recording), or ``None`` if not limited."""
+        asked = self.what_to_ask(request, view)
+        if asked is None:
+            return None
+        limits, ident, cost = asked
+        return ratelimit.ask(self.algorithm, self.scope_name, ident, limits, cost)
 
     def wait(self) -> float | None:
         """Exact seconds until a request like the last one would be admitted."""
