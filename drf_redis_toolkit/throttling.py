@@ -344,11 +344,12 @@ def _later_questions(
     is this class's own. A key already asked is left to its throttle's own call
     (it must see this request recorded). Anything else decides alone, as before.
     """
+    if view is None or len(getattr(view, "throttle_classes", ())) < 2:
+        return []  # by hand, or nothing after it: nothing to look ahead at
     round_ = getattr(view, ROUND_ATTR, None)
     check_throttles, get_throttles = _drf_round()
     if (
-        view is None
-        or round_ is None
+        round_ is None
         or round_.decisions
         or len(round_.members) != 1
         or round_.caller is None
