@@ -4,6 +4,8 @@ One call to ``decide()`` is one Lua script, one round trip: it trims the
 history, checks every limit of a rate all-or-nothing, records the request only
 if all admit it, and returns what ``wait()`` and the rate-limit headers need.
 Time is the Redis server's, so app servers with skewed clocks agree.
+``decide_many()`` decides several throttles' questions about one request in one
+call of ``throttle_round.lua`` (one per cluster slot), all-or-nothing.
 """
 
 from __future__ import annotations
