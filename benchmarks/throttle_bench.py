@@ -456,7 +456,7 @@ def target_lines(admits: list[dict], views: list[dict]) -> list[str]:
 def run_pass(url: str, pinned: bool, rounds: int, repeats: int, full: bool) -> list[str]:
     """One pass (pinned or not): every measurement, as Markdown lines."""
     label = "pinned to CPU 0" if pinned else "unpinned"
-    out = [f"### {label.capitalize()}", ""]
+    out = [f"### {label[0].upper()}{label[1:]}", ""]
     admits, views = [], []
     for _ in range(rounds):
         admits.append(admit_path(url))
