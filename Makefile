@@ -30,10 +30,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Throttle benchmark against DRF's throttle and `limits` (pinned to CPU 0, then unpinned).
+## Throttle benchmark against DRF's throttle and `limits` (pinned to CPU 0, then unpinned);
+## prints each ratio against its target and rewrites the throttle section of docs/benchmarks.md.
 bench-throttle: $(STAMP)
-	$(BIN)/python benchmarks/throttle_bench.py
-	$(BIN)/python benchmarks/throttle_bench.py --no-pin --repeats 3
+	$(BIN)/python benchmarks/throttle_bench.py --markdown docs/benchmarks.md
 
 ## Locust load test of the sample API on loopback (redis-server, gunicorn, Locust; all stopped after).
 ## USERS=20 SPAWN_RATE=5 DURATION=60 (s) CLUSTER=1 (3-master cluster) MODE=toolkit|baseline|compare

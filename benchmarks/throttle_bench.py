@@ -10,8 +10,17 @@ loopback, and reported as ratios against anchors measured in the same run:
 3. over-admission: 8 processes x 4 threads on one identity at 100/min and
    1,000/min, repeated.
 
+4. three throttles against one: ``check_throttles()`` of a view with anon + user +
+   scoped throttles against a view with one (the toolkit decides them in one call);
+5. a profile of one decision: the Python path with a canned Redis reply (cProfile),
+   and each Lua script alone against the floor.
+
+Each admit-path figure is the median of ``--rounds`` runs; the targets table gives
+the median and the worst run.
+
     python benchmarks/throttle_bench.py            # pinned: redis-server and us on CPU 0
     python benchmarks/throttle_bench.py --no-pin   # let the scheduler place both
+    python benchmarks/throttle_bench.py --markdown docs/benchmarks.md   # both, into the doc
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -256,58 +266,325 @@ def over_admission(url: str, repeats: int) -> dict[str, list[int]]:
     return out
 
 
+def view_classes(rate: str):
+    """Views with one and with three throttles (anon + user + scoped), toolkit and DRF."""
+    from rest_framework import throttling as drf
+    from rest_framework.views import APIView
+
+    from drf_redis_toolkit import throttling as tk
+
+    def sub(base, name, **extra):
+        return type(name, (base,), {"rate": rate, "scope": name, **extra})
+
+    scoped_rates = {"THROTTLE_RATES": {"bench_scoped": rate}}
+    drf_scoped_rates = {"THROTTLE_RATES": {"bench_dscoped": rate}}
+    sets = {
+        "toolkit, 1 throttle": (sub(tk.UserSlidingWindowThrottle, "bench_v1"),),
+        "toolkit, 3 throttles": (
+            sub(tk.AnonSlidingWindowThrottle, "bench_anon"),
+            sub(tk.UserSlidingWindowThrottle, "bench_user"),
+            type("S", (tk.ScopedSlidingWindowThrottle,), scoped_rates),
+        ),
+        "DRF, 1 throttle": (sub(drf.UserRateThrottle, "bench_d1"),),
+        "DRF, 3 throttles": (
+            sub(drf.AnonRateThrottle, "bench_danon"),
+            sub(drf.UserRateThrottle, "bench_duser"),
+            type("DS", (drf.ScopedRateThrottle,), drf_scoped_rates),
+        ),
+    }
+    views = {}
+    for name, classes in sets.items():
+        scope = "bench_dscoped" if name.startswith("DRF") else "bench_scoped"
+        views[name] = type("V", (APIView,), {"throttle_classes": classes, "throttle_scope": scope})
+    return views
+
+
+def view_path(count: int) -> dict[str, dict[str, float]]:
+    """``check_throttles()`` of a fresh view per request, as DRF's dispatch calls it."""
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    factory = APIRequestFactory()
+    calls = {}
+    for name, view_class in view_classes("10000000/hour").items():
+        requests = []
+        for i in range(count + WARMUP):
+            request = Request(factory.get("/", REMOTE_ADDR=f"10.0.{i % IDENTS}.1"))
+            request.user  # noqa: B018 - authenticate (anonymous) outside the timing
+            requests.append(request)
+        it = iter(requests)
+
+        def call(_i, view_class=view_class, it=it):
+            view_class().check_throttles(next(it))
+
+        calls[name] = call
+    return measure(calls, count)
+
+
+# -- profile ---------------------------------------------------------------------
+
+
+def profile_python(top: int = 8) -> tuple[float, list[str]]:
+    """The toolkit's Python path per decision, the Redis call replaced by a canned reply.
+
+    Returns the mean µs per decision (garbage collector off, best of 5) and the
+    functions that take the most time of their own (cProfile).
+    """
+    import cProfile
+    import gc
+    import pstats
+
+    from drf_redis_toolkit import ratelimit
+
+    cls = throttle_classes("10000000/hour")["toolkit log"]
+    real = ratelimit.run_script_direct
+    ratelimit.run_script_direct = lambda name, client, keys, args: [1, 1, 5, 100, 0]
+    try:
+        best = float("inf")
+        gc.disable()
+        for _ in range(5):
+            requests = requests_for(5000, IDENTS)
+            t0 = time.perf_counter()
+            for request in requests:
+                cls().allow_request(request, None)
+            best = min(best, (time.perf_counter() - t0) / len(requests) * 1e6)
+        gc.enable()
+        requests = requests_for(5000, IDENTS)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for request in requests:
+            cls().allow_request(request, None)
+        profiler.disable()
+    finally:
+        ratelimit.run_script_direct = real
+        gc.enable()
+    stats = pstats.Stats(profiler)
+    total = sum(row[2] for row in stats.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    lines = ["| function | calls per decision | own time share |", "|---|---:|---:|"]
+    for (filename, line, function), (_cc, ncalls, tottime, _ct, _callers) in rows:
+        where = Path(filename).name if filename != "~" else "builtin"
+        lines.append(
+            f"| `{where}:{line} {function}` | {ncalls / len(requests):.1f} | "
+            f"{tottime / total:.0%} |"
+        )
+    return best, lines
+
+
+def profile_lua(url: str) -> dict[str, dict[str, float]]:
+    """The scripts alone, called with ``EVALSHA`` through redis-py, against the floor."""
+    import redis
+
+    from drf_redis_toolkit.scripts import script_source
+
+    client = redis.Redis.from_url(url)
+    log = client.script_load(script_source("sliding_window"))
+    counter = client.script_load(script_source("sliding_window_counter"))
+    floor = client.script_load(FLOOR_SCRIPT)
+    empty = client.script_load(b"return {1, 2, 3, 4, 5}")
+    tokens = iter(range(10**9))
+    window = 3600 * 10**6
+
+    calls = {
+        "log script (6 calls)": lambda i: client.evalsha(
+            log, 1, f"pl:{(i or 0) % IDENTS}", 1, f"t{next(tokens)}", 1, 10**7, window
+        ),
+        "counter script (4 calls)": lambda i: client.evalsha(
+            counter, 1, f"pc:{(i or 0) % IDENTS}", 1, 1, 10**7, window
+        ),
+        "floor script (5 calls)": lambda i: client.evalsha(
+            floor, 1, f"pf:{(i or 0) % IDENTS}", 10**7, window, next(tokens)
+        ),
+        "script returning 5 numbers": lambda i: client.evalsha(empty, 0),
+    }
+    return measure(calls, SAMPLES // 2)
+
+
+# -- report ----------------------------------------------------------------------
+
+
 def table(results: dict[str, dict[str, float]], anchor: str) -> list[str]:
     return ratio_table(results, anchor, first="implementation", rate="decisions/s", digits=1)
+
+
+def median_results(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per implementation, the median of each figure over the repeated runs."""
+    return {
+        name: {k: statistics.median(run[name][k] for run in runs) for k in runs[0][name]}
+        for name in runs[0]
+    }
+
+
+#: (name, how it is computed from one run, comparison, target)
+TARGETS = [
+    (
+        "single throttle admit p50 / `limits` moving window",
+        lambda a, v: a["toolkit log"]["p50"] / a["limits moving window"]["p50"],
+        "<=",
+        0.9,
+    ),
+    (
+        "DRF UserRateThrottle admit p50 / single throttle",
+        lambda a, v: a["DRF UserRateThrottle"]["p50"] / a["toolkit log"]["p50"],
+        ">=",
+        3.0,
+    ),
+    (
+        "view with 3 toolkit throttles / view with 1 (p50)",
+        lambda a, v: v["toolkit, 3 throttles"]["p50"] / v["toolkit, 1 throttle"]["p50"],
+        "<=",
+        1.1,
+    ),
+]
+
+
+def target_lines(admits: list[dict], views: list[dict]) -> list[str]:
+    lines = [
+        "| target | median of runs | worst run | |",
+        "|---|---:|---:|---|",
+    ]
+    for name, compute, op, goal in TARGETS:
+        values = [compute(a, v) for a, v in zip(admits, views, strict=True)]
+        worst = max(values) if op == "<=" else min(values)
+        median = statistics.median(values)
+        met = median <= goal if op == "<=" else median >= goal
+        verdict = "met" if met else "**not met**"
+        lines.append(f"| {name} {op} {goal}x | {median:.2f}x | {worst:.2f}x | {verdict} |")
+    return lines
+
+
+def run_pass(url: str, pinned: bool, rounds: int, repeats: int, full: bool) -> list[str]:
+    """One pass (pinned or not): every measurement, as Markdown lines."""
+    label = "pinned to CPU 0" if pinned else "unpinned"
+    out = [f"### {label[0].upper()}{label[1:]}", ""]
+    admits, views = [], []
+    for _ in range(rounds):
+        admits.append(admit_path(url))
+        views.append(view_path(SAMPLES // 2))
+    out += [
+        f"Admit path (history <= 40 per identity, 100 identities), median of {rounds} runs:",
+        "",
+        *table(median_results(admits), "DRF UserRateThrottle"),
+        "",
+        f"`check_throttles()` of a view, anonymous client, median of {rounds} runs:",
+        "",
+        *table(median_results(views), "toolkit, 1 throttle"),
+        "",
+        f"Against the targets ({label}):",
+        "",
+        *target_lines(admits, views),
+        "",
+    ]
+    if not full:
+        return out
+    out += ["Refusal at the limit, by history size (per hour):", ""]
+    scaling = {}
+    for limit, samples in ((10, 2000), (1000, 2000), (100_000, 200)):
+        scaling[limit] = at_the_limit(url, limit, samples)
+        out += [f"Limit {limit:,}/hour:", "", *table(scaling[limit], "DRF UserRateThrottle"), ""]
+    out.append("p50 growth from limit 10 to 100,000:")
+    out.append("")
+    for name in scaling[10]:
+        growth = scaling[100_000][name]["p50"] / scaling[10][name]["p50"]
+        out.append(f"- {name}: {growth:.2f}x")
+    out += [
+        "",
+        f"Over-admission, 8 processes x 4 threads on one identity, {repeats} repeats:",
+        "",
+        "| run | admitted in each repeat | max over the limit |",
+        "|---|---|---:|",
+    ]
+    for name, admitted in over_admission(url, repeats).items():
+        limit = int(name.split("@ ")[1].split("/")[0])
+        out.append(f"| {name} | {', '.join(map(str, admitted))} | {max(admitted) - limit} |")
+    out.append("")
+    return out
+
+
+def profile_section(url: str) -> list[str]:
+    python_us, hot = profile_python()
+    lua = profile_lua(url)
+    return [
+        "### Profile of one decision",
+        "",
+        f"Python, the Redis call replaced by a canned reply (best of 5, garbage collector "
+        f"off): **{python_us:.1f} µs** per `allow_request()` of the log throttle. The "
+        "functions with the most time of their own (cProfile, one run of 5,000):",
+        "",
+        *hot,
+        "",
+        "Lua, each script called alone with `EVALSHA` through redis-py (pinned), "
+        "against the floor's sorted-set script and a script that only returns 5 numbers "
+        "(the round trip and redis-py's own work):",
+        "",
+        *table(lua, "floor script (5 calls)"),
+        "",
+    ]
+
+
+def machine_line() -> str:
+    import django
+    import limits
+    import redis
+    import rest_framework
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python "
+        f"{platform.python_version()}, Django {django.__version__}, DRF "
+        f"{rest_framework.__version__}, redis-py {redis.__version__}, limits "
+        f"{limits.__version__}, redis-server {redis_server_version()}; load average "
+        f"at the start: {load}"
+    )
+
+
+START, END = "<!-- throttle-bench:start -->", "<!-- throttle-bench:end -->"
+
+
+def write_markdown(path: Path, lines: list[str]) -> None:
+    """Replace the text between the throttle markers of ``path`` with ``lines``."""
+    text = path.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(head + START + "\n" + "\n".join(lines).rstrip() + "\n" + END + tail)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPU 0")
     parser.add_argument("--repeats", type=int, default=10, help="over-admission repeats")
+    parser.add_argument("--rounds", type=int, default=3, help="repeated admit-path runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="admit paths and targets only (no scaling)"
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="run a pinned pass, then an unpinned one (each in its own process), print "
+        "both and write them between the throttle markers of this file",
+    )
     args = parser.parse_args()
+
+    if args.markdown:
+        lines: list[str] = []
+        for flags in ([], ["--no-pin", "--quick"]):
+            command = [sys.executable, __file__, "--rounds", str(args.rounds)]
+            command += ["--repeats", str(args.repeats), *flags]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            print(output)
+            lines += [*output.splitlines(), ""]
+        write_markdown(args.markdown, lines)
+        print(f"written to {args.markdown}")
+        return 0
 
     pinned = not args.no_pin
     with benchmark_redis(pinned) as server:
         configure(server.url)
-        import django
-        import limits
-        import redis
-        import rest_framework
-
-        print(f"# Throttle benchmark ({'pinned to CPU 0' if pinned else 'unpinned'})\n")
-        print(
-            f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python "
-            f"{platform.python_version()}, Django {django.__version__}, DRF "
-            f"{rest_framework.__version__}, redis-py {redis.__version__}, limits "
-            f"{limits.__version__}, {redis_server_version()}\n"
-        )
-        print("## Admit path (history <= 40 per identity, 100 identities)\n")
-        admit = admit_path(server.url)
-        print("\n".join(table(admit, "DRF UserRateThrottle")))
-        log, floor = admit["toolkit log"]["p50"], admit["floor: bare EVALSHA"]["p50"]
-        print(
-            f"\ntoolkit log p50 / floor p50 = {log / floor:.2f}x; "
-            f"DRF p50 / toolkit log p50 = {admit['DRF UserRateThrottle']['p50'] / log:.2f}x; "
-            f"toolkit log / limits moving window = "
-            f"{log / admit['limits moving window']['p50']:.2f}x; toolkit counter / limits "
-            f"sliding counter = {admit['toolkit counter']['p50'] / admit['limits sliding counter']['p50']:.2f}x\n"  # noqa: E501
-        )
-        print("## Refusal at the limit, by history size (per hour)\n")
-        scaling = {}
-        for limit, samples in ((10, 2000), (1000, 2000), (100_000, 200)):
-            scaling[limit] = at_the_limit(server.url, limit, samples)
-            print(f"### limit {limit:,}/hour\n")
-            print("\n".join(table(scaling[limit], "DRF UserRateThrottle")) + "\n")
-        print("p50 growth from limit 10 to 100,000:")
-        for name in scaling[10]:
-            growth = scaling[100_000][name]["p50"] / scaling[10][name]["p50"]
-            print(f"- {name}: {growth:.2f}x")
-        print(f"\n## Over-admission, 8 processes x 4 threads, {args.repeats} repeats\n")
-        print("| run | admitted in each repeat | max over the limit |")
-        print("|---|---|---:|")
-        for name, admitted in over_admission(server.url, args.repeats).items():
-            limit = int(name.split("@ ")[1].split("/")[0])
-            print(f"| {name} | {', '.join(map(str, admitted))} | {max(admitted) - limit} |")
+        lines = [] if args.no_pin else [machine_line(), ""]
+        lines += run_pass(server.url, pinned, args.rounds, args.repeats, full=not args.quick)
+        if pinned and not args.quick:
+            lines += profile_section(server.url)
+    print("\n".join(lines))
     return 0
 
 

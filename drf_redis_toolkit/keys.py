@@ -57,16 +57,17 @@ def escape_glob(value: str) -> str:
 def throttle_key(kind: str, scope: str, ident: str) -> str:
     """The key holding one client's history for one throttle scope.
 
-    ``kind`` tells the log (``"sw"``) from the counter (``"swc"``) variant. The
-    whole scope+ident sits in the hash tag, so every key of one client and scope
-    shares a cluster slot.
+    ``kind`` tells the log (``"sw"``) from the counter (``"swc"``) variant. Only
+    the identity's digest sits in the hash tag: every key of one client, whatever
+    the scope and algorithm, shares a cluster slot, so the anon, user and scoped
+    throttles of one request are decided by one script call on a cluster too.
     """
     return _throttle_key(prefix(), kind, scope, ident)
 
 
 @lru_cache(maxsize=8192)
 def _throttle_key(key_prefix: str, kind: str, scope: str, ident: str) -> str:
-    return f"{key_prefix}:{kind}:{{{safe_part(scope)}:{digest(ident)}}}"
+    return f"{key_prefix}:{kind}:{safe_part(scope)}:{{{digest(ident)}}}"
 
 
 def popular_products_key(day: int) -> str:

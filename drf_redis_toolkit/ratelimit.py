@@ -4,6 +4,8 @@ One call to ``decide()`` is one Lua script, one round trip: it trims the
 history, checks every limit of a rate all-or-nothing, records the request only
 if all admit it, and returns what ``wait()`` and the rate-limit headers need.
 Time is the Redis server's, so app servers with skewed clocks agree.
+``decide_many()`` decides several throttles' questions about one request in one
+call of ``throttle_round.lua`` (one per cluster slot), all-or-nothing.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.connection import guarded
+from drf_redis_toolkit.connection import guarded, is_cluster
 from drf_redis_toolkit.rates import Limit
-from drf_redis_toolkit.scripts import run_script
+from drf_redis_toolkit.scripts import get_script, run_script, run_script_direct
 
 #: The two algorithms: an exact log of requests, or weighted fixed-window counters.
 LOG = "sw"
 COUNTER = "swc"
 _SCRIPTS = {LOG: "sliding_window", COUNTER: "sliding_window_counter"}
+#: Several throttles of one request in one call (``lua/throttle_round.lua``).
+ROUND_SCRIPT = "throttle_round"
 #: A request may count as at most this many (the log stores one member per unit).
 MAX_COST = 10_000
 
@@ -62,7 +70,7 @@ class LimitState:
     retry_after: float  # seconds until a request of this cost fits (0: it does now)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """The outcome of one ``decide()`` call, kept on the request for the headers."""
 
@@ -88,6 +96,73 @@ class Decision:
         return min(self.limits, key=lambda s: (s.remaining, -s.reset))
 
 
+@dataclass(slots=True)
+class Question:
+    """One throttle's question about one request, ready to send (see ``decide_many``)."""
+
+    kind: str
+    scope: str
+    key: str
+    limits: Sequence[Limit]
+    cost: int
+    record: bool
+    args: list[int | str]
+    token: str
+
+
+def ask(
+    kind: str,
+    scope: str,
+    ident: str,
+    limits: Sequence[Limit],
+    cost: int = 1,
+    record: bool = True,
+) -> Question:
+    """Build the script arguments for a request of ``cost`` for ``ident`` under ``limits``."""
+    if not 0 <= cost <= MAX_COST:
+        raise ValueError(f"throttle cost must be between 0 and {MAX_COST}, got {cost}")
+    args: list[int | str] = [cost]
+    token = ""
+    if kind == LOG:
+        token = _tokens.next()
+        args.append(token)
+    args.append(1 if record else 0)
+    for limit in limits:
+        args.extend((limit.limit, limit.window * 1_000_000))
+    return Question(
+        kind, scope, keyspace.throttle_key(kind, scope, ident), limits, cost, record, args, token
+    )
+
+
+def _answer(question: Question, raw: Sequence[int], recorded: bool) -> Decision:
+    """The ``Decision`` from a script's reply; ``recorded``: whether the script recorded it."""
+    allowed = raw[0] == 1
+    now_us = int(raw[1])
+    states = [
+        LimitState(
+            limit=limit.limit,
+            window=limit.window,
+            remaining=int(raw[2 + 3 * i]),
+            reset=int(raw[3 + 3 * i]) / 1_000_000,
+            retry_after=int(raw[4 + 3 * i]) / 1_000_000,
+        )
+        for i, limit in enumerate(question.limits)
+    ]
+    kept: list[str] = []
+    cost = question.cost
+    if recorded and allowed and cost:
+        if question.kind == LOG:
+            kept = [f"{question.token}:{j}" for j in range(1, cost + 1)]
+        else:
+            kept = [
+                f"{limit.window * 1_000_000}:{now_us // (limit.window * 1_000_000)}"
+                for limit in question.limits
+            ]
+    return Decision(
+        question.scope, allowed, states, question.key, question.kind, kept, now_us, cost
+    )
+
+
 def decide(
     kind: str,
     scope: str,
@@ -101,41 +176,91 @@ def decide(
     Raises ``RedisUnavailable`` when Redis can't be reached; the caller applies
     the failure policy.
     """
-    if not 0 <= cost <= MAX_COST:
-        raise ValueError(f"throttle cost must be between 0 and {MAX_COST}, got {cost}")
-    key = keyspace.throttle_key(kind, scope, ident)
-    args: list[int | str] = [cost]
-    token = ""
-    if kind == LOG:
-        token = _tokens.next()
-        args.append(token)
-    args.append(1 if record else 0)
-    for limit in limits:
-        args.extend((limit.limit, limit.window * 1_000_000))
+    return decide_one(ask(kind, scope, ident, limits, cost, record))
+
+
+def decide_one(question: Question) -> Decision:
+    """Decide one question alone: its own script, one call."""
     with guarded() as client:
-        raw = run_script(_SCRIPTS[kind], client, [key], args)
-    allowed = raw[0] == 1
-    now_us = int(raw[1])
-    states = [
-        LimitState(
-            limit=limit.limit,
-            window=limit.window,
-            remaining=int(raw[2 + 3 * i]),
-            reset=int(raw[3 + 3 * i]) / 1_000_000,
-            retry_after=int(raw[4 + 3 * i]) / 1_000_000,
-        )
-        for i, limit in enumerate(limits)
-    ]
-    recorded: list[str] = []
-    if allowed and record and cost:
-        if kind == LOG:
-            recorded = [f"{token}:{j}" for j in range(1, cost + 1)]
+        raw = run_script_direct(_SCRIPTS[question.kind], client, [question.key], question.args)
+    return _answer(question, raw, question.record)
+
+
+def _round_call(questions: Sequence[Question]) -> tuple[str, list[str], list[int | str]]:
+    """The script, keys and arguments deciding ``questions`` together (one slot)."""
+    if len(questions) == 1:
+        only = questions[0]
+        return _SCRIPTS[only.kind], [only.key], only.args
+    args: list[int | str] = []
+    for question in questions:
+        args.append(question.kind)
+        args.append(len(question.args))
+        args.extend(question.args)
+    return ROUND_SCRIPT, [question.key for question in questions], args
+
+
+def decide_many(questions: Sequence[Question]) -> list[Decision]:
+    """Decide several throttles' questions about one request: all-or-nothing, one round trip.
+
+    The keys must differ. On one server (or when every key is in one cluster
+    slot, as the identity's hash tag makes them for one client) it is one script
+    call: when one throttle refuses, nothing is recorded. On a cluster, keys in
+    different slots get one call per slot, pipelined per node; each call is
+    all-or-nothing on its own, so when one slot refuses while another admitted
+    and recorded, the caller must take the admitted ones back (``undo``), as a
+    ``ThrottleRound`` does.
+    """
+    if len(questions) == 1:
+        return [decide_one(questions[0])]
+    with guarded() as client:
+        groups: list[list[Question]] = [list(questions)]
+        if is_cluster(client):
+            by_slot: dict[int, list[Question]] = {}
+            for question in questions:
+                by_slot.setdefault(key_slot(question.key.encode()), []).append(question)
+            groups = list(by_slot.values())
+        if len(groups) == 1:
+            name, keys, args = _round_call(groups[0])
+            replies = [run_script(name, client, keys, args)]
         else:
-            recorded = [
-                f"{limit.window * 1_000_000}:{now_us // (limit.window * 1_000_000)}"
-                for limit in limits
-            ]
-    return Decision(scope, allowed, states, key, kind, recorded, now_us, cost)
+            replies = _pipelined(client, [_round_call(group) for group in groups])
+    answers: dict[int, Decision] = {}
+    for group, reply in zip(groups, replies, strict=True):
+        if len(group) == 1:
+            reply = [reply]
+        admitted = all(raw[0] == 1 for raw in reply)
+        for question, raw in zip(group, reply, strict=True):
+            answers[id(question)] = _answer(question, raw, question.record and admitted)
+    return [answers[id(question)] for question in questions]
+
+
+def _pipelined(client: Any, calls: list[tuple[str, list[str], list[int | str]]]) -> list[Any]:
+    """Run script ``calls`` (one per slot), pipelined: one round trip per node holding them.
+
+    A cluster client refuses pipelined scripts, so each node's calls go through
+    that node's own client. Errors are collected, not raised at the first: a
+    call that found no script, or whose slot moved, did nothing, and only it
+    runs again through the cluster client (the others must not record twice).
+    """
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for i, (_name, keys, _args) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
+        by_node.setdefault(node.name, (node.redis_connection, []))[1].append(i)
+    replies: list[Any] = [None] * len(calls)
+    for node_client, indexes in by_node.values():
+        pipe = node_client.pipeline(transaction=False)
+        for i in indexes:
+            name, keys, args = calls[i]
+            pipe.evalsha(get_script(name).sha, len(keys), *keys, *args)
+        for i, reply in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError | MovedError | AskError | TryAgainError):
+            name, keys, args = calls[i]
+            replies[i] = run_script(name, client, keys, args)
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def undo(decisions: Sequence[Decision]) -> None:

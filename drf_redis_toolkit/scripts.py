@@ -4,22 +4,41 @@
 is sent, and a ``NOSCRIPT`` answer (a restarted or new server) reloads the
 script transparently. Each script file opens with a comment listing its
 ``KEYS``, ``ARGV`` and return value.
+
+A line ``--@function NAME`` in a script is replaced by ``lua/NAME.lua`` wrapped
+as ``local function NAME(KEYS, ARGV)``: a script can run another one's logic on
+its own keys and arguments without a copy of it (Redis has no ``include``).
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib.resources import files
 from typing import Any
 
+import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+
+_FUNCTION_RE = re.compile(rb"^--@function (\w+)$", re.MULTILINE)
+
+
+def script_source(name: str) -> bytes:
+    """The text of ``lua/<name>.lua``, its ``--@function`` lines expanded."""
+    text = files("drf_redis_toolkit").joinpath("lua", f"{name}.lua").read_bytes()
+    return _FUNCTION_RE.sub(
+        lambda match: (
+            b"local function %s(KEYS, ARGV)\n%s\nend" % (match[1], script_source(match[1].decode()))
+        ),
+        text,
+    )
 
 
 @cache
 def get_script(name: str) -> Script:
     """Return the ``Script`` for ``drf_redis_toolkit/lua/<name>.lua``."""
-    source = files("drf_redis_toolkit").joinpath("lua", f"{name}.lua").read_bytes()
+    source = script_source(name)
     # Passing bytes lets redis-py hash it without a registered client; the
     # caller supplies ``client=`` on every call.
     return Script(None, source)  # type: ignore[arg-type]
@@ -33,3 +52,56 @@ def run_script(name: str, client: Any, keys: list[Any], args: list[Any]) -> Any:
     except NoScriptError:
         # A restarted or new server: load it (on the node that owns the keys) and retry.
         return script(keys=keys, args=args, client=client)
+
+
+#: redis-py before 5.3 wants the command's name to hand out a pooled connection.
+_NAMED_CHECKOUT: tuple[str, ...] = ("EVALSHA",) if redis.VERSION < (5, 3) else ()
+
+
+def _direct(client: Any) -> bool:
+    """Whether ``client`` is a plain ``redis.Redis`` on a plain pool that never retries.
+
+    For such a client ``execute_command`` does no more than take a pooled
+    connection, send, read and give it back (plus its own bookkeeping), so
+    ``run_script_direct`` may do just that. Sentinel pools, single-connection
+    clients, clusters, fakes and retrying clients keep redis-py's own path.
+    """
+    known = client.__dict__.get("_drf_redis_toolkit_direct")
+    if known is None:
+        known = (
+            type(client) is redis.Redis
+            and type(client.connection_pool) is redis.ConnectionPool
+            and client.connection is None
+            and getattr(client.connection_pool.connection_kwargs.get("retry"), "_retries", 1) == 0
+        )
+        client.__dict__["_drf_redis_toolkit_direct"] = known
+    return bool(known)
+
+
+def run_script_direct(name: str, client: Any, keys: list[Any], args: list[Any]) -> Any:
+    """``run_script`` for the per-request hot path (a throttle decision).
+
+    On a plain client that never retries (the toolkit's own standalone client)
+    the ``EVALSHA`` goes straight onto a pooled connection: what redis-py's
+    ``execute_command`` would do, without its per-command overhead (about a
+    quarter of a loopback call here; see docs/benchmarks.md). As there, a
+    connection that failed mid-command is closed, never reused; a ``NOSCRIPT``
+    answer falls back to ``run_script``, which loads the script.
+    """
+    if not _direct(client):
+        return run_script(name, client, keys, args)
+    pool = client.connection_pool
+    conn = pool.get_connection(*_NAMED_CHECKOUT)
+    try:
+        conn.send_command("EVALSHA", get_script(name).sha, len(keys), *keys, *args)
+        return conn.read_response()
+    except NoScriptError:
+        pass  # released below; then loaded and run the usual way
+    except ResponseError:
+        raise  # an error reply: the connection is in step and fine
+    except BaseException:
+        conn.disconnect()  # failed or interrupted mid-command: its state is unknown
+        raise
+    finally:
+        pool.release(conn)
+    return run_script(name, client, keys, args)

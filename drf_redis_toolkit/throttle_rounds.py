@@ -72,6 +72,38 @@ class ThrottleRound:
     decisions: list[ratelimit.Decision] = field(default_factory=list)
     members: list[Any] = field(default_factory=list)
     refused: bool = False
+    #: Answers decided ahead for the round's later throttles, by ``(kind, key)``.
+    pending: dict[tuple[str, str], tuple[ratelimit.Question, ratelimit.Decision]] = field(
+        default_factory=dict
+    )
+
+    def decide(self, questions: list[ratelimit.Question]) -> ratelimit.Decision:
+        """Decide the first of ``questions`` now, the others ahead of their throttles' calls.
+
+        All of them in one round trip (``ratelimit.decide_many``): when one
+        refuses, none is recorded. The later throttles of the round read their
+        answers with ``answer()``.
+        """
+        decisions = ratelimit.decide_many(questions)
+        self.decisions.extend(decisions)
+        for question, decision in zip(questions[1:], decisions[1:], strict=True):
+            self.pending[(question.kind, question.key)] = (question, decision)
+        return decisions[0]
+
+    def answer(self, question: ratelimit.Question) -> ratelimit.Decision | None:
+        """The answer decided ahead for ``question``, or ``None``: decide it now."""
+        found = self.pending.pop((question.kind, question.key), None)
+        if found is None:
+            return None
+        asked, decision = found
+        if asked.limits == question.limits and asked.cost == question.cost:
+            if question.record or not decision.recorded:
+                return decision
+        # Asked otherwise ahead (a hook that answered differently the second time):
+        # take that answer back and let the throttle decide for itself.
+        self.decisions.remove(decision)
+        ratelimit.undo([decision])
+        return None
 
     def admits(self, throttle: Any, request: Any) -> bool:
         """Whether ``throttle``, called with ``request``, is part of this round."""

@@ -32,7 +32,7 @@ from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.rates import Limit, parse_rate
-from drf_redis_toolkit.throttle_rounds import creation_number, current_round
+from drf_redis_toolkit.throttle_rounds import ROUND_ATTR, creation_number, current_round
 
 
 class ThrottlingUnavailable(APIException):
@@ -82,7 +82,21 @@ def client_address(request: Any) -> str | None:
     whole ``X-Forwarded-For`` header if there is one, which any client can set
     (the system check ``drf_redis_toolkit.W001`` warns about it).
     """
-    return group_address(_drf_ident.get_ident(request))
+    http_request = getattr(request, "_request", request)
+    settings_now = (api_settings.NUM_PROXIES, toolkit_settings.IPV6_PREFIX_LENGTH)
+    known = getattr(http_request, _ADDRESS_ATTR, None)
+    if known is not None and known[0] == settings_now:
+        return known[1]  # the view's other throttles (and the look-ahead) ask again
+    address = group_address(_drf_ident.get_ident(request))
+    try:
+        setattr(http_request, _ADDRESS_ATTR, (settings_now, address))
+    except AttributeError:
+        pass  # a request that takes no attributes: work it out each time
+    return address
+
+
+#: Where ``client_address`` keeps its answer on the request, with the settings it used.
+_ADDRESS_ATTR = "_drf_redis_toolkit_client_address"
 
 
 class SlidingWindowThrottle(BaseThrottle):
@@ -181,31 +195,49 @@ class SlidingWindowThrottle(BaseThrottle):
     # -- DRF's throttle interface -----------------------------------------
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        if not self.bind(view):
+        asked = self.what_to_ask(request, view)
+        if asked is None:
             return True
-        limits = self.get_limits()
-        if limits is None:
-            return True
-        ident = self.identity(request, view)
-        if ident is None:
-            return True
-        cost = self.get_cost(request, view)
+        limits, ident, cost = asked
         round_ = current_round(self, request, view)
+        # Once another throttle of this round refused, only report: record nothing.
+        question = ratelimit.ask(
+            self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
+        )
         try:
-            # Once another throttle of this round refused, only report: record nothing.
-            decision = ratelimit.decide(
-                self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
-            )
+            decision = round_.answer(question)
+            if decision is None:
+                later = _later_questions(self, question, request, view)
+                decision = round_.decide([question, *later])
         except RedisUnavailable as exc:
             if toolkit_settings.FAIL_OPEN:
                 return True
             raise ThrottlingUnavailable() from exc
         self.decision = decision
-        round_.decisions.append(decision)
         if decision.allowed:
             return True
         round_.refuse()
         return False
+
+    def what_to_ask(self, request: Any, view: Any) -> tuple[tuple[Limit, ...], str, int] | None:
+        """``(limits, identity, cost)`` of ``request``, or ``None`` when it is not limited."""
+        if not self.bind(view):
+            return None
+        limits = self.get_limits()
+        if limits is None:
+            return None
+        ident = self.identity(request, view)
+        if ident is None:
+            return None
+        return limits, ident, self.get_cost(request, view)
+
+    def question(self, request: Any, view: Any) -> ratelimit.Question | None:
+        """What ``allow_request`` would ask Redis (recording), or ``None`` if not limited."""
+        asked = self.what_to_ask(request, view)
+        if asked is None:
+            return None
+        limits, ident, cost = asked
+        return ratelimit.ask(self.algorithm, self.scope_name, ident, limits, cost)
 
     def wait(self) -> float | None:
         """Exact seconds until a request like the last one would be admitted."""
@@ -289,6 +321,62 @@ class UserSlidingWindowCounterThrottle(UserSlidingWindowThrottle):
 
 class ScopedSlidingWindowCounterThrottle(ScopedSlidingWindowThrottle):
     algorithm = ratelimit.COUNTER
+
+
+@lru_cache(maxsize=1)
+def _drf_round() -> tuple[Any, Any]:
+    """DRF's ``check_throttles`` code and ``get_throttles`` (imported late: DRF's
+    settings import the throttle classes while ``rest_framework.views`` loads)."""
+    from rest_framework.views import APIView
+
+    return APIView.check_throttles.__code__, APIView.get_throttles
+
+
+def _later_questions(
+    first: SlidingWindowThrottle, asked: ratelimit.Question, request: Any, view: Any
+) -> list[ratelimit.Question]:
+    """The questions of the toolkit throttles DRF will call after ``first`` in this round.
+
+    Only when that is certain: ``first`` is the round's first toolkit throttle,
+    called by DRF's own ``check_throttles`` (which calls every throttle of
+    ``get_throttles()`` in turn) on a view that keeps DRF's ``get_throttles``,
+    and only the throttles after ``first`` in that list whose ``allow_request``
+    is this class's own. A key already asked is left to its throttle's own call
+    (it must see this request recorded). Anything else decides alone, as before.
+    """
+    if view is None or len(getattr(view, "throttle_classes", ())) < 2:
+        return []  # by hand, or nothing after it: nothing to look ahead at
+    round_ = getattr(view, ROUND_ATTR, None)
+    check_throttles, get_throttles = _drf_round()
+    if (
+        round_ is None
+        or round_.decisions
+        or len(round_.members) != 1
+        or round_.caller is None
+        or round_.caller.f_code is not check_throttles
+        or getattr(type(view), "get_throttles", None) is not get_throttles
+    ):
+        return []
+    found_first = False
+    seen = {(asked.kind, asked.key)}
+    questions: list[ratelimit.Question] = []
+    for throttle in view.get_throttles():
+        if not isinstance(throttle, SlidingWindowThrottle):
+            continue
+        if not found_first:
+            found_first = type(throttle) is type(first)
+            continue
+        if type(throttle).allow_request is not SlidingWindowThrottle.allow_request:
+            continue
+        try:
+            question = throttle.question(request, view)
+        except Exception:  # noqa: BLE001 - its own call raises it again, in DRF's order
+            continue
+        if question is None or (question.kind, question.key) in seen:
+            continue
+        seen.add((question.kind, question.key))
+        questions.append(question)
+    return questions
 
 
 def reset_throttle(throttle: type[SlidingWindowThrottle] | str, ident: object) -> int:
