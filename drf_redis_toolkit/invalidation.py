@@ -315,12 +315,21 @@ def _descendants(model: type[models.Model]) -> set[type[models.Model]]:
     return found
 
 
+def _m2m_relation(f: Any) -> Any:
+    """The ``ManyToManyRel`` of a many-to-many field seen from either side.
+
+    A forward field holds it as ``remote_field``; the reverse side *is* one.
+    Decided by type, not by ``Field.concrete``, whose value for a
+    ``ManyToManyField`` changed in Django 6.0 (``False`` there, ``True`` before).
+    """
+    return f if isinstance(f, models.ForeignObjectRel) else f.remote_field
+
+
 def _m2m_through_models(model: type[models.Model]) -> set[type[models.Model]]:
     through: set[type[models.Model]] = set()
     for f in model._meta.get_fields(include_hidden=True):
         if f.many_to_many:
-            holder: Any = f.remote_field if f.concrete else f
-            candidate = getattr(holder, "through", None)
+            candidate = getattr(_m2m_relation(f), "through", None)
             if isinstance(candidate, type):
                 through.add(candidate)
     return through
@@ -783,7 +792,11 @@ def _m2m_field_names(
     owner = model if reverse else type(instance)
     f: Any
     for f in owner._meta.get_fields():
-        if f.many_to_many and f.concrete and f.remote_field.through is through:
+        if (
+            f.many_to_many
+            and not isinstance(f, models.ForeignObjectRel)  # the forward field
+            and getattr(f.remote_field, "through", None) is through
+        ):
             if reverse:
                 return f.m2m_reverse_field_name(), f.m2m_field_name()
             return f.m2m_field_name(), f.m2m_reverse_field_name()

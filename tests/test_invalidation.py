@@ -120,6 +120,30 @@ def test_m2m_changes_from_either_side_and_clear_invalidate_the_products(shop, ca
     assert f"product:{first.pk}" in gens.bumped()
 
 
+@pytest.mark.parametrize("concrete", [True, False], ids=["concrete", "not-concrete"])
+def test_m2m_clear_invalidates_whatever_field_concrete_says(shop, catalog, monkeypatch, concrete):
+    """Django 6.0 made ``ManyToManyField.concrete`` ``False``; the receivers must not read it.
+
+    Setting it on the field reproduces either Django's behaviour whichever one is installed.
+    """
+    field = Product._meta.get_field("tags")
+    monkeypatch.setattr(field, "concrete", concrete)
+    invalidation._registry.rewire()  # the through model is found again under this value
+    first, second = catalog.products[0], catalog.products[1]
+    sale = catalog.tags[1]
+    first.tags.add(sale)
+    second.tags.add(sale)
+    gens = Generations([f"product:{first.pk}", f"product:{second.pk}"])
+
+    sale.products.clear()
+    assert gens.bumped() == {f"product:{first.pk}", f"product:{second.pk}"}
+
+    second.tags.add(sale)
+    gens.snapshot()
+    first.tags.clear()  # the forward side's clear
+    assert gens.bumped() == {f"product:{first.pk}"}
+
+
 def test_a_rule_that_only_reads_the_pk_adds_no_query_to_a_save(shop, catalog):
     category = catalog.categories[0]
     category.name = "Renamed"
