@@ -418,7 +418,7 @@ def test_the_background_retry_delivers_when_redis_answers_again(real_shop, catal
 def test_an_overflowing_backlog_drops_every_generation_on_recovery(
     real_shop, catalog, settings, monkeypatch
 ):
-    monkeypatch.setattr(invalidation, "MAX_PENDING", 5)
+    monkeypatch.setattr(invalidation.delivery, "MAX_PENDING", 5)
     gens = Generations(["unrelated:namespace", "products:all"])
     cache_product(12345, {"name": "stale"})
     _dead_redis(settings, real_shop)

@@ -1,0 +1,325 @@
+"""Delivery: bump and delete the names in Redis after the commit, and keep what failed.
+
+Nothing is invalidated before the transaction commits and nothing after a
+rollback: delivery runs in ``transaction.on_commit``. If Redis cannot be reached
+then, the names are logged at ERROR and kept in a bounded in-process record,
+retried in the background and before every later invalidation; if the record
+overflows, every generation and every key matching a registered ``keys``
+template is dropped on recovery instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import redis
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.dispatch import Signal
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit.exceptions import RedisUnavailable
+from drf_redis_toolkit.invalidation.rules import EMPTY, Names, _registry, template_glob
+
+logger = logging.getLogger("drf_redis_toolkit.invalidation")
+
+#: Sent after names were invalidated in Redis. ``sender`` is the model whose
+#: change caused it (``None`` for a direct ``invalidate()``); keyword arguments
+#: ``namespaces`` and ``keys`` are frozensets of the names.
+cache_invalidated = Signal()
+
+#: How many distinct names the in-process retry record holds before it gives up
+#: on remembering them and drops everything on recovery instead.
+MAX_PENDING = 10_000
+_RETRY_FIRST_DELAY = 0.25
+_RETRY_MAX_DELAY = 5.0
+_RETRY_MAX_ATTEMPTS = 1_000  # then the thread ends; the next invalidation restarts it
+
+
+@dataclass
+class _Batch:
+    """Names collected for delivery at one commit, grouped by database and sender."""
+
+    by_alias: dict[str, dict[Any, Names]] = field(default_factory=dict)
+
+    def add(self, alias: str, sender: Any, names: Names) -> None:
+        senders = self.by_alias.setdefault(alias, {})
+        senders[sender] = senders.get(sender, EMPTY) | names
+
+    def merge(self, other: _Batch) -> None:
+        for alias, senders in other.by_alias.items():
+            for sender, names in senders.items():
+                self.add(alias, sender, names)
+
+    def schedule(self) -> None:
+        for alias, senders in self.by_alias.items():
+            transaction.on_commit(partial(_deliver, dict(senders)), using=alias, robust=True)
+
+
+_local = threading.local()
+
+
+def _batches() -> list[_Batch]:
+    stack = getattr(_local, "batches", None)
+    if stack is None:
+        stack = _local.batches = []
+    return stack
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Collect every invalidation made inside the block into one Redis call.
+
+    On leaving the block, what was collected is scheduled with
+    ``transaction.on_commit`` (so a rollback of the enclosing transaction still
+    cancels it). Leaving with an exception schedules it too: writes that were
+    already committed must not keep stale entries alive.
+    """
+    stack = _batches()
+    current = _Batch()
+    stack.append(current)
+    try:
+        yield
+    finally:
+        stack.pop()
+        if stack:
+            stack[-1].merge(current)
+        else:
+            current.schedule()
+
+
+def invalidate(
+    namespaces: Iterable[str] = (),
+    keys: Iterable[str] = (),
+    *,
+    using: str | None = None,
+    sender: Any = None,
+) -> None:
+    """Invalidate names when the current transaction on ``using`` commits (at once if none)."""
+    names = Names(frozenset(namespaces), frozenset(keys))
+    if names:
+        schedule(names, using or DEFAULT_DB_ALIAS, sender)
+
+
+def invalidate_now(
+    namespaces: Iterable[str] = (), keys: Iterable[str] = (), *, sender: Any = None
+) -> bool:
+    """Invalidate at once, ignoring transactions; ``False`` if Redis was unreachable (queued)."""
+    return _deliver({sender: Names(frozenset(namespaces), frozenset(keys))})
+
+
+def schedule(names: Names, alias: str, sender: Any) -> None:
+    stack = _batches()
+    if stack:
+        stack[-1].add(alias, sender, names)
+    else:
+        transaction.on_commit(partial(_deliver, {sender: names}), using=alias, robust=True)
+
+
+def _deliver(by_sender: dict[Any, Names]) -> bool:
+    """Bump and delete now; on a Redis failure, log and keep the names for a retry."""
+    wanted = EMPTY
+    for names in by_sender.values():
+        wanted = wanted | names
+    if not wanted:
+        return True
+    backlog = _pending.take()
+    try:
+        _apply(wanted | backlog.names, backlog.overflowed)
+        _pending.settle(backlog)
+    except (RedisUnavailable, redis.RedisError) as exc:
+        _pending.put(backlog)
+        _pending.add(wanted)
+        logger.error(
+            "drf_redis_toolkit: could not invalidate %d namespace(s) and %d key(s) (%s); kept "
+            "for a retry when Redis answers (%d name(s) pending)",
+            len(wanted.namespaces),
+            len(wanted.keys),
+            exc,
+            _pending.size(),
+        )
+        return False
+    for sender, names in by_sender.items():
+        cache_invalidated.send(sender=sender, namespaces=names.namespaces, keys=names.keys)
+    return True
+
+
+def _apply(names: Names, everything: bool) -> None:
+    from drf_redis_toolkit.client import redis_client
+    from drf_redis_toolkit.generations import bump_generations
+
+    if everything:
+        _invalidate_everything()
+    if names.namespaces or names.keys:
+        bump_generations(*sorted(names.namespaces | names.keys))
+    if names.keys:
+        redis_client.delete(*sorted(names.keys))
+
+
+def _invalidate_everything() -> None:
+    """Forget every namespace generation, and every key a ``keys`` template can produce.
+
+    A generation created afresh starts at the server clock, above any value it
+    ever had, so every cached response becomes unreachable.
+    """
+    from drf_redis_toolkit.client import redis_client
+    from drf_redis_toolkit.connection import guarded
+
+    with guarded() as client:
+        batch_: list[Any] = []
+        for name in client.scan_iter(match=keyspace.generation_pattern(), count=500):
+            batch_.append(name)
+            if len(batch_) >= 500:
+                client.unlink(*batch_)
+                batch_ = []
+        if batch_:
+            client.unlink(*batch_)
+    for rule in [*_registry.from_settings.values(), *_registry.python.values()]:
+        for template in rule.keys:
+            redis_client.clear_pattern(template_glob(template))
+    logger.warning("drf_redis_toolkit: dropped every cache generation after a lost invalidation")
+
+
+@dataclass
+class _Backlog:
+    names: Names = EMPTY
+    overflowed: bool = False
+
+
+class _Pending:
+    """Invalidations Redis did not receive: bounded, retried in a background thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.backlog = _Backlog()
+        # Taken for delivery but not delivered yet: still pending for anyone asking.
+        self.in_flight: list[_Backlog] = []
+        self.thread: threading.Thread | None = None
+
+    def size(self) -> int:
+        names = self.backlog.names
+        return len(names.namespaces) + len(names.keys)
+
+    def take(self) -> _Backlog:
+        """Take the backlog for a delivery; ``settle()`` or ``put()`` it back afterwards."""
+        with self.lock:
+            backlog, self.backlog = self.backlog, _Backlog()
+            self.in_flight.append(backlog)
+        return backlog
+
+    def settle(self, backlog: _Backlog) -> None:
+        """The delivery of ``backlog`` succeeded."""
+        with self.lock:
+            self._forget(backlog)
+
+    def _forget(self, backlog: _Backlog) -> None:
+        for index, item in enumerate(self.in_flight):
+            if item is backlog:
+                del self.in_flight[index]
+                return
+
+    def snapshot(self) -> _Backlog:
+        """Everything not delivered yet: the backlog and what is being delivered."""
+        with self.lock:
+            names, overflowed = self.backlog.names, self.backlog.overflowed
+            for item in self.in_flight:
+                names, overflowed = names | item.names, overflowed or item.overflowed
+        return _Backlog(names, overflowed)
+
+    def put(self, backlog: _Backlog) -> None:
+        """The delivery of ``backlog`` failed: keep it for the next retry."""
+        with self.lock:
+            self._forget(backlog)
+            self.backlog = _Backlog(
+                self.backlog.names | backlog.names, self.backlog.overflowed or backlog.overflowed
+            )
+            self._bound()
+            if not self.empty():
+                self._start()
+
+    def add(self, names: Names) -> None:
+        with self.lock:
+            self.backlog = _Backlog(self.backlog.names | names, self.backlog.overflowed)
+            self._bound()
+            self._start()
+
+    def _bound(self) -> None:
+        if self.size() > MAX_PENDING:
+            if not self.backlog.overflowed:
+                logger.critical(
+                    "drf_redis_toolkit: more than %d invalidations pending; every cached "
+                    "generation will be dropped when Redis answers",
+                    MAX_PENDING,
+                )
+            self.backlog = _Backlog(EMPTY, True)
+
+    def _start(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.thread = threading.Thread(
+                target=self._retry_loop, name="drf-redis-toolkit-invalidation-retry", daemon=True
+            )
+            self.thread.start()
+
+    def _retry_loop(self) -> None:
+        delay = _RETRY_FIRST_DELAY
+        for _ in range(_RETRY_MAX_ATTEMPTS):
+            time.sleep(delay)
+            with self.lock:
+                if self.empty():
+                    self.thread = None  # under the lock: a later add() starts a new thread
+                    return
+            delivered = retry_pending()
+            delay = _RETRY_FIRST_DELAY if delivered else min(delay * 2, _RETRY_MAX_DELAY)
+        with self.lock:
+            self.thread = None
+
+    def empty(self) -> bool:
+        return not self.backlog.names and not self.backlog.overflowed
+
+    def clear(self) -> None:
+        with self.lock:
+            self.backlog = _Backlog()
+            self.in_flight = []
+
+
+_pending = _Pending()
+os.register_at_fork(after_in_child=_pending.clear)  # the parent still owns its backlog
+
+
+def retry_pending() -> bool:
+    """Deliver the invalidations kept after a Redis failure; ``True`` if none remain."""
+    backlog = _pending.take()
+    if not backlog.names and not backlog.overflowed:
+        _pending.settle(backlog)
+        return True
+    try:
+        _apply(backlog.names, backlog.overflowed)
+    except (RedisUnavailable, redis.RedisError):
+        _pending.put(backlog)
+        return False
+    _pending.settle(backlog)
+    logger.warning(
+        "drf_redis_toolkit: delivered %d invalidation(s) kept during a Redis outage",
+        len(backlog.names.namespaces) + len(backlog.names.keys),
+    )
+    return True
+
+
+def pending_invalidations() -> dict[str, Any]:
+    """What waits for Redis: ``{"namespaces": [...], "keys": [...], "overflowed": bool}``.
+
+    Includes what a delivery is sending right now: empty means delivered.
+    """
+    backlog = _pending.snapshot()
+    return {
+        "namespaces": sorted(backlog.names.namespaces),
+        "keys": sorted(backlog.names.keys),
+        "overflowed": backlog.overflowed,
+    }
