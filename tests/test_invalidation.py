@@ -456,3 +456,25 @@ def test_tag_rename_reaches_the_tagged_products(shop, catalog):
     tag.name = "Brand new"
     tag.save()
     assert gens.bumped() == set(gens.names)
+
+
+def test_a_pending_name_is_a_miss_in_this_process_and_nothing_is_stored(shop, catalog):
+    """Names this process could not deliver yet: their entries may be stale, so never served."""
+    from rest_framework.test import APIClient
+
+    product = catalog.products[0]
+    url = f"/api/products/{product.pk}/"
+    client = APIClient()
+    client.get(url)
+    assert client.get(url)["X-Cache"] == "HIT"
+    namespace = f"product:{product.pk}"
+    invalidation._pending.put(
+        invalidation.delivery._Backlog(invalidation.Names(keys=frozenset({namespace})))
+    )
+    assert invalidation.is_pending(namespace)
+    assert not invalidation.is_pending("categories:all")
+    assert [client.get(url)["X-Cache"] for _ in range(3)] == ["MISS"] * 3
+    assert client.get("/api/categories/")["X-Cache"] in ("MISS", "HIT")  # other names unaffected
+    assert invalidation.retry_pending() is True
+    assert not invalidation.is_pending(namespace)
+    assert [client.get(url)["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]

@@ -120,3 +120,118 @@ def test_a_full_redis_under_noeviction_gives_no_500s_and_throttles_stay_exact(fu
     with override_settings(DRF_REDIS_TOOLKIT={**settings, "FAIL_OPEN": False}):
         statuses = [view(factory.get("/", HTTP_X_CLIENT="newer")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+
+# -- a process never serves what it knows to be stale --------------------------------------
+
+
+@pytest.fixture
+def own_redis(redis_server):
+    process = servers.start_redis()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_never_serves_the_old_price_after_an_outage(
+    own_redis, settings, monkeypatch, catalog_factory
+):
+    """Issue 11 item 1, on a real Redis: HIT, SIGSTOP, breaker trips, PATCH, SIGCONT.
+
+    Every read of the detail, from the PATCH on, must show the new price in this
+    process: while the invalidation is pending (a miss), and after (delivered
+    before the breaker let any read through).
+    """
+    from rest_framework.test import APIClient
+
+    from drf_redis_toolkit import connection, invalidation
+    from tests.sample_fixtures import apply_shop_settings, apply_shop_view_classes
+
+    backend = type("B", (), {"settings": {"REDIS_URL": own_redis.url, "SOCKET_TIMEOUT": 0.2}})
+    apply_shop_settings(settings, backend)
+    apply_shop_view_classes(monkeypatch)
+    product, staff = catalog_factory()
+    url = f"/api/products/{product.pk}/"
+    anyone = APIClient()
+    old_price = anyone.get(url).json()["price"]
+    assert anyone.get(url)["X-Cache"] == "HIT"
+
+    own_redis.pause()
+    try:
+        reads = [anyone.get(url) for _ in range(20)]
+        assert [r.status_code for r in reads] == [200] * 20
+        assert connection.get_breaker().is_open
+        patched = staff.patch(url, {"price": "777.00"}, format="json")
+        assert patched.status_code == 200, patched.content
+        assert invalidation.pending_invalidations()["keys"]
+        for _ in range(5):
+            during = anyone.get(url)
+            assert during.json()["price"] == "777.00" and during["X-Cache"] == "MISS"
+    finally:
+        own_redis.resume()
+
+    answers: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        response = anyone.get(url)
+        assert response.status_code == 200
+        answers.append((response.json()["price"], response["X-Cache"]))
+        if answers[-1] == ("777.00", "HIT"):
+            break
+        time.sleep(0.02)
+    assert answers[-1] == ("777.00", "HIT"), "caching did not resume"
+    stale = [a for a in answers if a[0] != "777.00"]
+    assert not stale, f"served the old price {old_price} {len(stale)} times after the thaw"
+    assert invalidation.pending_invalidations() == {
+        "namespaces": [],
+        "keys": [],
+        "overflowed": False,
+    }
+
+
+@pytest.fixture
+def catalog_factory():
+    def make():
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+        from rest_framework.test import APIClient
+
+        from tests.sample_fixtures import make_catalog
+
+        catalog = make_catalog()
+        admin = get_user_model().objects.create_user("admin", password="pw", is_staff=True)
+        token, _ = Token.objects.get_or_create(user=admin)
+        staff = APIClient()
+        staff.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return catalog.products[0], staff
+
+    return make
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_call_that_reaches_redis_again_delivers_the_backlog_first(own_redis, monkeypatch):
+    from drf_redis_toolkit import invalidation
+    from drf_redis_toolkit.generations import read_generations
+    from drf_redis_toolkit.invalidation import delivery
+
+    monkeypatch.setattr(delivery, "_RETRY_FIRST_DELAY", 3600)  # no help from the retry thread
+    settings = {"REDIS_URL": own_redis.url, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        before = read_generations("outage:ns")["outage:ns"]
+        own_redis.stop()
+        assert invalidation.invalidate_now(["outage:ns"]) is False
+        assert invalidation.pending_invalidations()["namespaces"] == ["outage:ns"]
+        own_redis.restart()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis_client.get("anything")  # the first call that gets through
+                break
+            except RedisUnavailable:
+                time.sleep(0.02)
+        else:
+            pytest.fail("Redis was not reached again")
+        assert invalidation.pending_invalidations()["namespaces"] == []
+        assert read_generations("outage:ns")["outage:ns"] != before

@@ -35,6 +35,7 @@ from drf_redis_toolkit.invalidation.delivery import (
     cache_invalidated,
     invalidate,
     invalidate_now,
+    is_pending,
     pending_invalidations,
     retry_pending,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "invalidate_namespace",
     "invalidate_now",
     "invalidates",
+    "is_pending",
     "names_for",
     "pending_invalidations",
     "register",

@@ -6,6 +6,11 @@ then, the names are logged at ERROR and kept in a bounded in-process record,
 retried in the background and before every later invalidation; if the record
 overflows, every generation and every key matching a registered ``keys``
 template is dropped on recovery instead.
+
+While a name is in that record, ``is_pending()`` says so and the cache read path
+answers a miss for it; the first contact with Redis after an outage (the
+breaker's probe, or the retry thread's) delivers the record before anything
+else goes through.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.dispatch import Signal
 
+from drf_redis_toolkit import connection
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.invalidation.rules import EMPTY, Names, _registry, template_glob
@@ -38,8 +44,11 @@ cache_invalidated = Signal()
 #: How many distinct names the in-process retry record holds before it gives up
 #: on remembering them and drops everything on recovery instead.
 MAX_PENDING = 10_000
-_RETRY_FIRST_DELAY = 0.25
-_RETRY_MAX_DELAY = 5.0
+#: The background retry's first delay, doubled after each failure up to the maximum:
+#: the longest a kept invalidation waits after Redis answers again (with no request
+#: coming to probe sooner).
+_RETRY_FIRST_DELAY = 0.1
+_RETRY_MAX_DELAY = 0.5
 _RETRY_MAX_ATTEMPTS = 1_000  # then the thread ends; the next invalidation restarts it
 
 
@@ -130,13 +139,12 @@ def _deliver(by_sender: dict[Any, Names]) -> bool:
         wanted = wanted | names
     if not wanted:
         return True
-    backlog = _pending.take()
+    taken = _pending.take(wanted)  # pending from now until Redis has them
     try:
-        _apply(wanted | backlog.names, backlog.overflowed)
-        _pending.settle(backlog)
+        _apply(taken.names, taken.overflowed)
+        _pending.settle(taken)
     except (RedisUnavailable, redis.RedisError) as exc:
-        _pending.put(backlog)
-        _pending.add(wanted)
+        _pending.put(taken)
         logger.error(
             "drf_redis_toolkit: could not invalidate %d namespace(s) and %d key(s) (%s); kept "
             "for a retry when Redis answers (%d name(s) pending)",
@@ -207,12 +215,19 @@ class _Pending:
         names = self.backlog.names
         return len(names.namespaces) + len(names.keys)
 
-    def take(self) -> _Backlog:
-        """Take the backlog for a delivery; ``settle()`` or ``put()`` it back afterwards."""
+    def take(self, extra: Names = EMPTY) -> _Backlog:
+        """Take the backlog (with ``extra``) for a delivery; ``settle()`` or ``put()`` it after.
+
+        What is taken stays pending for ``is_pending()`` until it is settled:
+        it joins ``in_flight`` before it leaves ``backlog`` (readers look
+        without the lock, in the other order).
+        """
         with self.lock:
-            backlog, self.backlog = self.backlog, _Backlog()
-            self.in_flight.append(backlog)
-        return backlog
+            backlog = self.backlog
+            taken = _Backlog(backlog.names | extra, backlog.overflowed)
+            self.in_flight = [*self.in_flight, taken]
+            self.backlog = _Backlog()
+        return taken
 
     def settle(self, backlog: _Backlog) -> None:
         """The delivery of ``backlog`` succeeded."""
@@ -220,10 +235,8 @@ class _Pending:
             self._forget(backlog)
 
     def _forget(self, backlog: _Backlog) -> None:
-        for index, item in enumerate(self.in_flight):
-            if item is backlog:
-                del self.in_flight[index]
-                return
+        # A new list, never an edit in place: is_pending() reads it without the lock.
+        self.in_flight = [item for item in self.in_flight if item is not backlog]
 
     def snapshot(self) -> _Backlog:
         """Everything not delivered yet: the backlog and what is being delivered."""
@@ -236,10 +249,10 @@ class _Pending:
     def put(self, backlog: _Backlog) -> None:
         """The delivery of ``backlog`` failed: keep it for the next retry."""
         with self.lock:
-            self._forget(backlog)
             self.backlog = _Backlog(
                 self.backlog.names | backlog.names, self.backlog.overflowed or backlog.overflowed
             )
+            self._forget(backlog)  # after: the names are never absent from both
             self._bound()
             if not self.empty():
                 self._start()
@@ -275,7 +288,10 @@ class _Pending:
                 if self.empty():
                     self.thread = None  # under the lock: a later add() starts a new thread
                     return
-            delivered = retry_pending()
+            # While the breaker is open, probe Redis regardless of its cool-down (the
+            # probe delivers the backlog first): no request waits here, and the
+            # backlog reaches Redis within one delay of it answering again.
+            delivered = connection.probe() and retry_pending()
             delay = _RETRY_FIRST_DELAY if delivered else min(delay * 2, _RETRY_MAX_DELAY)
         with self.lock:
             self.thread = None
@@ -291,6 +307,11 @@ class _Pending:
 
 _pending = _Pending()
 os.register_at_fork(after_in_child=_pending.clear)  # the parent still owns its backlog
+
+
+def _deliver_on_recovery() -> bool:
+    # Registered below: runs before the first call after an outage reaches Redis.
+    return retry_pending()
 
 
 def retry_pending() -> bool:
@@ -312,6 +333,23 @@ def retry_pending() -> bool:
     return True
 
 
+def is_pending(name: str) -> bool:
+    """Whether an invalidation of ``name`` (namespace or key) waits for Redis in this process.
+
+    The cache read path asks this before it looks an entry up: an entry of a
+    pending name may be stale, so it is a miss. No lock and no I/O: nearly
+    free while nothing is pending.
+    """
+    backlog = _pending.backlog  # before in_flight: take() fills in_flight first
+    in_flight = _pending.in_flight
+    if not in_flight and not backlog.overflowed and not backlog.names:
+        return False
+    for item in (backlog, *in_flight):
+        if item.overflowed or name in item.names.namespaces or name in item.names.keys:
+            return True
+    return False
+
+
 def pending_invalidations() -> dict[str, Any]:
     """What waits for Redis: ``{"namespaces": [...], "keys": [...], "overflowed": bool}``.
 
@@ -323,3 +361,6 @@ def pending_invalidations() -> dict[str, Any]:
         "keys": sorted(backlog.names.keys),
         "overflowed": backlog.overflowed,
     }
+
+
+connection.on_recovery(_deliver_on_recovery)
