@@ -111,7 +111,13 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
+        """Whether calls are being skipped right now (tripped, cool-down running)."""
         return self._tripped and self.clock() < self._open_until
+
+    @property
+    def is_tripped(self) -> bool:
+        """Whether the last contact with Redis failed (cool-down over or not)."""
+        return self._tripped
 
     def allow(self) -> bool:
         """Return whether a call to Redis may be attempted now."""
@@ -278,10 +284,6 @@ def get_breaker() -> CircuitBreaker:
     return _current_state().breaker
 
 
-def redis_known_reachable() -> bool:
-    """Whether the last contact with Redis succeeded (no I/O: the breaker's state)."""
-    state = _current_state()
-    return state.client is not None and not state.breaker._tripped
 
 
 def reset_connection() -> None:

@@ -32,6 +32,7 @@ from django.dispatch import Signal
 from drf_redis_toolkit import connection
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.exceptions import RedisUnavailable
+from drf_redis_toolkit.invalidation import outbox
 from drf_redis_toolkit.invalidation.rules import EMPTY, Names, _registry, template_glob
 
 logger = logging.getLogger("drf_redis_toolkit.invalidation")
@@ -58,18 +59,25 @@ class _Batch:
 
     by_alias: dict[str, dict[Any, Names]] = field(default_factory=dict)
 
-    def add(self, alias: str, sender: Any, names: Names) -> None:
+    rows: dict[str, set[outbox.Row]] = field(default_factory=dict)
+
+    def add(self, alias: str, sender: Any, names: Names, row: outbox.Row | None = None) -> None:
         senders = self.by_alias.setdefault(alias, {})
         senders[sender] = senders.get(sender, EMPTY) | names
+        if row is not None:
+            self.rows.setdefault(alias, set()).add(row)
 
     def merge(self, other: _Batch) -> None:
         for alias, senders in other.by_alias.items():
             for sender, names in senders.items():
                 self.add(alias, sender, names)
+        for alias, rows in other.rows.items():
+            self.rows.setdefault(alias, set()).update(rows)
 
     def schedule(self) -> None:
         for alias, senders in self.by_alias.items():
-            transaction.on_commit(partial(_deliver, dict(senders)), using=alias, robust=True)
+            deliver = partial(_deliver, dict(senders), frozenset(self.rows.get(alias, ())), alias)
+            transaction.on_commit(deliver, using=alias, robust=True)
 
 
 _local = threading.local()
@@ -125,25 +133,52 @@ def invalidate_now(
 
 
 def schedule(names: Names, alias: str, sender: Any) -> None:
+    """Deliver ``names`` at the commit; keep them in the outbox now if Redis is known down.
+
+    The outbox row is written here, before the commit, so that it commits (or
+    rolls back) with the data: then no moment exists where the data is
+    committed and the invalidation only lives in this process's memory.
+    """
+    row = outbox.keep(names, alias) if _redis_known_down() else None
     stack = _batches()
     if stack:
-        stack[-1].add(alias, sender, names)
+        stack[-1].add(alias, sender, names, row)
     else:
-        transaction.on_commit(partial(_deliver, {sender: names}), using=alias, robust=True)
+        rows = frozenset((row,)) if row is not None else frozenset()
+        deliver = partial(_deliver, {sender: names}, rows, alias)
+        transaction.on_commit(deliver, using=alias, robust=True)
 
 
-def _deliver(by_sender: dict[Any, Names]) -> bool:
-    """Bump and delete now; on a Redis failure, log and keep the names for a retry."""
+def _redis_known_down() -> bool:
+    """No I/O: the breaker is open, or earlier invalidations still wait for Redis."""
+    return connection.get_breaker().is_tripped or not _pending.empty()
+
+
+def _deliver(
+    by_sender: dict[Any, Names],
+    rows: frozenset[outbox.Row] = frozenset(),
+    alias: str = DEFAULT_DB_ALIAS,
+) -> bool:
+    """Bump and delete now; on a Redis failure, log and keep the names for a retry.
+
+    ``rows`` are the outbox rows already holding these names; without any, a
+    failed delivery writes one (after the commit: the best that can be done
+    when Redis failed only now).
+    """
     wanted = EMPTY
     for names in by_sender.values():
         wanted = wanted | names
     if not wanted:
         return True
-    taken = _pending.take(wanted)  # pending from now until Redis has them
+    taken = _pending.take(wanted, rows)  # pending from now until Redis has them
     try:
         _apply(taken.names, taken.overflowed)
         _pending.settle(taken)
     except (RedisUnavailable, redis.RedisError) as exc:
+        if not rows:
+            row = outbox.keep(wanted, alias)
+            if row is not None:
+                taken = _pending.with_rows(taken, {row})
         _pending.put(taken)
         logger.error(
             "drf_redis_toolkit: could not invalidate %d namespace(s) and %d key(s) (%s); kept "
@@ -154,6 +189,8 @@ def _deliver(by_sender: dict[Any, Names]) -> bool:
             _pending.size(),
         )
         return False
+    if taken.rows:
+        outbox.forget(taken.rows)
     for sender, names in by_sender.items():
         cache_invalidated.send(sender=sender, namespaces=names.namespaces, keys=names.keys)
     return True
@@ -199,6 +236,8 @@ def _invalidate_everything() -> None:
 class _Backlog:
     names: Names = EMPTY
     overflowed: bool = False
+    #: Outbox rows holding (some of) these names: deleted once they are delivered.
+    rows: frozenset[outbox.Row] = frozenset()
 
 
 class _Pending:
@@ -215,7 +254,7 @@ class _Pending:
         names = self.backlog.names
         return len(names.namespaces) + len(names.keys)
 
-    def take(self, extra: Names = EMPTY) -> _Backlog:
+    def take(self, extra: Names = EMPTY, rows: Iterable[outbox.Row] = ()) -> _Backlog:
         """Take the backlog (with ``extra``) for a delivery; ``settle()`` or ``put()`` it after.
 
         What is taken stays pending for ``is_pending()`` until it is settled:
@@ -224,7 +263,7 @@ class _Pending:
         """
         with self.lock:
             backlog = self.backlog
-            taken = _Backlog(backlog.names | extra, backlog.overflowed)
+            taken = _Backlog(backlog.names | extra, backlog.overflowed, backlog.rows | set(rows))
             self.in_flight = [*self.in_flight, taken]
             self.backlog = _Backlog()
         return taken
@@ -250,18 +289,21 @@ class _Pending:
         """The delivery of ``backlog`` failed: keep it for the next retry."""
         with self.lock:
             self.backlog = _Backlog(
-                self.backlog.names | backlog.names, self.backlog.overflowed or backlog.overflowed
+                self.backlog.names | backlog.names,
+                self.backlog.overflowed or backlog.overflowed,
+                self.backlog.rows | backlog.rows,
             )
             self._forget(backlog)  # after: the names are never absent from both
             self._bound()
             if not self.empty():
                 self._start()
 
-    def add(self, names: Names) -> None:
+    def with_rows(self, backlog: _Backlog, rows: Iterable[outbox.Row]) -> _Backlog:
+        """``backlog`` (in flight) with more outbox rows, still in flight."""
         with self.lock:
-            self.backlog = _Backlog(self.backlog.names | names, self.backlog.overflowed)
-            self._bound()
-            self._start()
+            grown = _Backlog(backlog.names, backlog.overflowed, backlog.rows | set(rows))
+            self.in_flight = [grown if item is backlog else item for item in self.in_flight]
+        return grown
 
     def _bound(self) -> None:
         if self.size() > MAX_PENDING:
@@ -271,7 +313,7 @@ class _Pending:
                     "generation will be dropped when Redis answers",
                     MAX_PENDING,
                 )
-            self.backlog = _Backlog(EMPTY, True)
+            self.backlog = _Backlog(EMPTY, True, self.backlog.rows)
 
     def _start(self) -> None:
         if self.thread is None or not self.thread.is_alive():
@@ -297,7 +339,7 @@ class _Pending:
             self.thread = None
 
     def empty(self) -> bool:
-        return not self.backlog.names and not self.backlog.overflowed
+        return not self.backlog.names and not self.backlog.overflowed and not self.backlog.rows
 
     def clear(self) -> None:
         with self.lock:
@@ -317,7 +359,7 @@ def _deliver_on_recovery() -> bool:
 def retry_pending() -> bool:
     """Deliver the invalidations kept after a Redis failure; ``True`` if none remain."""
     backlog = _pending.take()
-    if not backlog.names and not backlog.overflowed:
+    if not backlog.names and not backlog.overflowed and not backlog.rows:
         _pending.settle(backlog)
         return True
     try:
@@ -326,11 +368,25 @@ def retry_pending() -> bool:
         _pending.put(backlog)
         return False
     _pending.settle(backlog)
+    if backlog.rows:
+        outbox.forget(backlog.rows)
     logger.warning(
         "drf_redis_toolkit: delivered %d invalidation(s) kept during a Redis outage",
         len(backlog.names.namespaces) + len(backlog.names.keys),
     )
     return True
+
+
+def adopt(names: Names, rows: Iterable[outbox.Row]) -> bool:
+    """Take outbox rows (maybe another process's) into this backlog, and deliver them.
+
+    Their names are misses here from now until Redis has them. Returns whether
+    they were delivered now.
+    """
+    _pending.put(_Backlog(names, False, frozenset(rows)))
+    if connection.get_breaker().is_tripped:
+        return False  # the retry thread (or the breaker's probe) delivers them
+    return retry_pending()
 
 
 def is_pending(name: str) -> bool:
