@@ -596,3 +596,18 @@ def test_the_outbox_poll_is_rate_limited_and_makes_names_pending(real_shop, cata
     assert outbox.poll(force=True) is True
     assert invalidation.is_pending(f"product:{product.pk}")  # Redis down: a miss here
     assert outbox.poll() is False  # looked less than POLL_INTERVAL ago
+
+
+def test_an_outbox_larger_than_one_look_makes_every_name_pending(
+    real_shop, catalog, settings, monkeypatch
+):
+    from drf_redis_toolkit.invalidation import outbox
+
+    _redis_known_down(settings, real_shop)
+    catalog.products[0].save()
+    catalog.products[1].save()
+    assert _outbox_rows() == 2
+    invalidation._pending.clear()
+    monkeypatch.setattr(outbox, "BATCH", 1)
+    assert outbox.poll(force=True) is True
+    assert invalidation.is_pending("any:namespace:at:all")  # names beyond the look are unknown

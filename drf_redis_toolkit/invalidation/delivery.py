@@ -377,13 +377,13 @@ def retry_pending() -> bool:
     return True
 
 
-def adopt(names: Names, rows: Iterable[outbox.Row]) -> bool:
+def adopt(names: Names, rows: Iterable[outbox.Row], overflowed: bool = False) -> bool:
     """Take outbox rows (maybe another process's) into this backlog, and deliver them.
 
     Their names are misses here from now until Redis has them. Returns whether
     they were delivered now.
     """
-    _pending.put(_Backlog(names, False, frozenset(rows)))
+    _pending.put(_Backlog(names, overflowed, frozenset(rows)))
     if connection.get_breaker().is_tripped:
         return False  # the retry thread (or the breaker's probe) delivers them
     return retry_pending()

@@ -112,10 +112,15 @@ def forget(rows: Iterable[Row]) -> None:
             logger.warning("drf_redis_toolkit: outbox rows not deleted", exc_info=True)
 
 
-def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row]]:
-    """The names and rows in the outbox (up to ``BATCH`` rows per database)."""
+def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row], bool]:
+    """The names and rows in the outbox: up to ``BATCH`` rows per database.
+
+    The flag says whether that was all of it; when it was not, the names read
+    are not all the names waiting.
+    """
     names = Names()
     rows: set[Row] = set()
+    complete = True
     for alias in aliases if aliases is not None else connections:
         if _tables.get(alias) is False:
             continue
@@ -125,13 +130,14 @@ def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row]]:
         except DatabaseError as exc:
             _missing(alias, exc)
             continue
+        complete = complete and len(found) < BATCH
         for pk, text in found:
             try:
                 names = names | _decode(text)
             except (ValueError, TypeError, AttributeError):
                 logger.error("drf_redis_toolkit: outbox row %s is not valid; dropped", pk)
             rows.add((alias, pk))
-    return names, rows
+    return names, rows, complete
 
 
 def poll(force: bool = False) -> bool:
@@ -150,14 +156,16 @@ def poll(force: bool = False) -> bool:
         _last_poll[0] = now
         aliases = [a for a in connections if not connections[a].in_atomic_block]
         try:
-            names, rows = read(aliases)
+            names, rows, complete = read(aliases)
         except Exception:  # a request must never fail because of the outbox
             logger.debug("drf_redis_toolkit: outbox not read", exc_info=True)
             return False
         if rows:
             from drf_redis_toolkit.invalidation import delivery
 
-            delivery.adopt(names, rows)
+            # More rows than one look reads: every namespace counts as pending here,
+            # and the delivery drops every generation (as for an overflowing backlog).
+            delivery.adopt(names, rows, overflowed=not complete)
         return True
     finally:
         _poll_lock.release()
