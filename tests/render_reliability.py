@@ -42,7 +42,9 @@ def render(data: dict[str, Any]) -> str:
             "| phase | requests | 5xx | non-200 | paid a socket timeout | p50 | p99 | max |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for phase, row in load["phases"].items():
+        order = ["before", "frozen", "thawed", "killed", "restarted"]
+        phases = sorted(load["phases"].items(), key=lambda kv: [*order, kv[0]].index(kv[0]))
+        for phase, row in phases:
             lines.append(
                 f"| {phase} | {row['requests']:,} | {row['errors_5xx']} | {row['non_200']} | "
                 f"{row['slow']} | {row['p50_ms']} ms | {row['p99_ms']} ms | {row['max_ms']} ms |"

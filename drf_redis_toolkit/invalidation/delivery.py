@@ -50,7 +50,7 @@ MAX_PENDING = 10_000
 #: coming to probe sooner).
 _RETRY_FIRST_DELAY = 0.1
 _RETRY_MAX_DELAY = 0.5
-_RETRY_MAX_ATTEMPTS = 1_000  # then the thread ends; the next invalidation restarts it
+_RETRY_MAX_ATTEMPTS = 10_000  # over an hour; then it ends until the next invalidation
 
 
 @dataclass
