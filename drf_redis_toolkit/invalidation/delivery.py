@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 import redis
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
 
 from drf_redis_toolkit import connection
@@ -333,7 +333,13 @@ class _Pending:
             # While the breaker is open, probe Redis regardless of its cool-down (the
             # probe delivers the backlog first): no request waits here, and the
             # backlog reaches Redis within one delay of it answering again.
-            delivered = connection.probe() and retry_pending()
+            try:
+                delivered = connection.probe() and retry_pending()
+            except Exception:  # the thread must outlive any one failure
+                logger.exception("drf_redis_toolkit: invalidation retry failed")
+                delivered = False
+            finally:
+                connections.close_all()  # this thread's own (outbox) connections
             delay = _RETRY_FIRST_DELAY if delivered else min(delay * 2, _RETRY_MAX_DELAY)
         with self.lock:
             self.thread = None
@@ -357,7 +363,12 @@ def _deliver_on_recovery() -> bool:
 
 
 def retry_pending() -> bool:
-    """Deliver the invalidations kept after a Redis failure; ``True`` if none remain."""
+    """Deliver the invalidations kept after a Redis failure; ``False`` if Redis refused them.
+
+    ``True`` means what this call took was delivered (or there was nothing to
+    take); a delivery running in another thread at the same time may still be
+    in flight, and its names stay pending (``is_pending()``) until it lands.
+    """
     backlog = _pending.take()
     if not backlog.names and not backlog.overflowed and not backlog.rows:
         _pending.settle(backlog)

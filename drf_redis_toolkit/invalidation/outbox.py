@@ -96,6 +96,9 @@ def keep(names: Names, alias: str) -> Row | None:
     except DatabaseError as exc:
         _missing(alias, exc)
         return None
+    except Exception:  # never fail the write the row accompanies
+        logger.exception("drf_redis_toolkit: could not write the invalidation outbox")
+        return None
     return (alias, row.pk)
 
 
@@ -107,7 +110,7 @@ def forget(rows: Iterable[Row]) -> None:
     for alias, pks in by_alias.items():
         try:
             _model().objects.using(alias).filter(pk__in=pks).delete()
-        except DatabaseError:
+        except Exception:  # a database error, or a thread not allowed to use the database
             # Delivered again by the next poll: harmless.
             logger.warning("drf_redis_toolkit: outbox rows not deleted", exc_info=True)
 
