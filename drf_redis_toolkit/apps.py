@@ -24,3 +24,13 @@ class DrfRedisToolkitConfig(AppConfig):
         # Connect the post_save/post_delete/m2m_changed receivers for the models
         # named in INVALIDATION (dispatch_uid: wiring twice connects once).
         invalidation.setup()
+
+        from django.core.signals import request_started
+
+        from drf_redis_toolkit.invalidation import outbox
+
+        # Every process looks at the outbox when a request starts (rate-limited):
+        # invalidations a dead process left there are delivered by the living.
+        request_started.connect(
+            outbox.on_request_started, dispatch_uid="drf_redis_toolkit.invalidation.outbox"
+        )

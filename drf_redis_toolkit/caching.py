@@ -71,6 +71,7 @@ from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.connection import guarded
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.generations import bump_generations
+from drf_redis_toolkit.invalidation.delivery import is_pending
 from drf_redis_toolkit.scripts import get_script
 
 __all__ = [
@@ -842,6 +843,11 @@ def _serve(
     plan = _make_plan(view, request, options, handler, args, kwargs)
     if plan is None:
         return handler(request, *args, **kwargs)
+    if is_pending(plan.namespace):
+        # This process changed data under the namespace and Redis has not been
+        # told yet: any entry may be stale. A miss, and nothing stored.
+        counters.add(plan.namespace, hit=False)
+        return _compute(view, request, handler, args, kwargs, plan, None, None)
     token = os.urandom(8).hex()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
     gen: int | None

@@ -6,6 +6,16 @@ hands out the shared client, turns connection-level failures into
 one socket timeout per ``CIRCUIT_BREAKER_COOLDOWN`` instead of one per request.
 What a failure *means* (a cache miss, an admitted or refused request) is decided
 by the caller, in one place each.
+
+Building the client is a way of reaching Redis too: a Cluster client reads the
+slot map in its constructor and fails when no startup node answers. Such a
+failure trips the breaker like any other, and the client is built again (lazily,
+by the first call after the cool-down), so a process started before its Redis
+connects later without a restart.
+
+Before the first call after an outage is let through, the *recovery hooks* run
+(``on_recovery()``): the invalidation module delivers what it kept during the
+outage there, so nothing is read from Redis before it has been told what changed.
 """
 
 from __future__ import annotations
@@ -14,13 +24,19 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
-from redis.exceptions import ClusterDownError, MaxConnectionsError, SlotNotCoveredError
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    SlotNotCoveredError,
+)
 from redis.retry import Retry
 
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
@@ -37,6 +53,36 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     MaxConnectionsError,
     OSError,  # e.g. a reset socket surfacing unwrapped
 )
+
+
+#: Errors a client's constructor raises when it cannot reach Redis. redis-py's
+#: ``RedisClusterException`` is not a ``RedisError``: the Cluster constructor raises
+#: it when no startup node answers, or when the nodes answer without a full slot map.
+BUILD_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    RedisClusterException,
+    redis.RedisError,
+)
+
+#: The messages of the ``RedisClusterException`` a Cluster client raises *while
+#: running a command* when it must re-read the slot map and no node answers:
+#: an outage, not a bad command (which raises the same class with other words).
+_CLUSTER_UNREACHABLE = (
+    "Redis Cluster cannot be connected",
+    "All slots are not covered",
+    "Cluster mode is not enabled",
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (from redis-py) means Redis could not be reached."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    if isinstance(exc, RedisClusterException):
+        return str(exc).startswith(_CLUSTER_UNREACHABLE) or isinstance(
+            exc.__cause__, CONNECTION_ERRORS
+        )
+    return False
 
 
 #: Error replies meaning "this server cannot take the command now", not "bad command":
@@ -65,7 +111,13 @@ class CircuitBreaker:
 
     @property
     def is_open(self) -> bool:
+        """Whether calls are being skipped right now (tripped, cool-down running)."""
         return self._tripped and self.clock() < self._open_until
+
+    @property
+    def is_tripped(self) -> bool:
+        """Whether the last contact with Redis failed (cool-down over or not)."""
+        return self._tripped
 
     def allow(self) -> bool:
         """Return whether a call to Redis may be attempted now."""
@@ -96,7 +148,11 @@ class CircuitBreaker:
 
 
 class _State:
-    """The process's client and breaker, rebuilt after a fork or a settings change."""
+    """The process's client and breaker, rebuilt after a fork or a settings change.
+
+    The breaker outlives a client that could not be built: it is what spaces
+    the attempts to build one.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -107,6 +163,23 @@ class _State:
 
 
 _state = _State()
+_local = threading.local()
+
+#: Called, in order, before the first call after an outage reaches Redis.
+_recovery_hooks: list[Callable[[], bool]] = []
+
+
+def on_recovery(hook: Callable[[], bool]) -> Callable[[], bool]:
+    """Run ``hook`` when Redis answers again, before the call that found out proceeds.
+
+    The hook runs with the breaker bypassed for its own thread (its Redis calls
+    go through ``guarded()`` as usual). It returns ``False`` when it could not
+    do its work; the probe then counts as failed, the breaker stays open and
+    the waiting call gets ``RedisUnavailable``. Registering twice adds once.
+    """
+    if hook not in _recovery_hooks:
+        _recovery_hooks.append(hook)
+    return hook
 
 
 def _connection_kwargs() -> dict[str, Any]:
@@ -153,17 +226,51 @@ def build_client() -> Any:
     return redis.Redis.from_url(url, **kwargs)
 
 
-def get_client() -> Any:
-    """Return the process's shared client, building it on first use or after a fork."""
-    client = _state.client
-    if client is not None and _state.pid == os.getpid():
-        return client
+def _current_state() -> _State:
+    """The state of this process: after a fork, forget the parent's client and breaker."""
+    if _state.pid != os.getpid():
+        with _state.lock:
+            if _state.pid != os.getpid():
+                _state.client = None
+                _state.breaker = CircuitBreaker(toolkit_settings.CIRCUIT_BREAKER_COOLDOWN)
+                _state.pid = os.getpid()
+    return _state
+
+
+def _build(breaker: CircuitBreaker) -> Any:
+    """Build the shared client (under the lock); a failure trips ``breaker``."""
     with _state.lock:
-        if _state.client is None or _state.pid != os.getpid():
-            _state.client = build_client()
-            _state.pid = os.getpid()
-            _state.breaker = CircuitBreaker(toolkit_settings.CIRCUIT_BREAKER_COOLDOWN)
-        return _state.client
+        if _state.client is not None:
+            return _state.client
+        try:
+            client = build_client()
+        except BUILD_ERRORS as exc:
+            if breaker.record_failure():
+                logger.warning(
+                    "drf_redis_toolkit: could not connect to Redis (%s: %s); retrying in %ss",
+                    type(exc).__name__,
+                    exc,
+                    breaker.cooldown,
+                )
+            raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        _state.client = client
+        return client
+
+
+def get_client() -> Any:
+    """Return the process's shared client, building it on first use or after a fork.
+
+    Raises ``RedisUnavailable`` when the client cannot be built (a Cluster with
+    no reachable node), and while the breaker is open after such a failure.
+    """
+    state = _current_state()
+    client = state.client
+    if client is not None:
+        return client
+    breaker = state.breaker
+    if breaker._tripped and not breaker.allow() and not getattr(_local, "probing", False):
+        raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
+    return _build(breaker)
 
 
 def is_cluster(client: Any) -> bool:
@@ -174,8 +281,9 @@ def is_cluster(client: Any) -> bool:
 
 
 def get_breaker() -> CircuitBreaker:
-    get_client()
-    return _state.breaker
+    return _current_state().breaker
+
+
 
 
 def reset_connection() -> None:
@@ -198,32 +306,80 @@ def _on_settings_change(changed: set[str]) -> None:
 toolkit_settings.on_change(_on_settings_change)
 
 
+def _probe(breaker: CircuitBreaker) -> Any:
+    """Reach Redis (building the client if needed), run the recovery hooks, close ``breaker``.
+
+    Raises ``RedisUnavailable`` (and keeps the breaker open) if Redis does not
+    answer or a hook could not finish.
+    """
+    _local.probing = True
+    try:
+        client = _build(breaker)
+        try:
+            client.ping()
+        except BUILD_ERRORS as exc:
+            breaker.record_failure()
+            raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+        for hook in list(_recovery_hooks):
+            if not hook():
+                breaker.record_failure()
+                raise RedisUnavailable("Redis answered, but what was kept for it is not delivered")
+    finally:
+        _local.probing = False
+    breaker.record_success()
+    return client
+
+
+def probe() -> bool:
+    """Try Redis now, whatever the cool-down; ``True`` if it answered and recovery ran.
+
+    For background work (the invalidation retry thread): a request never waits
+    for this, and the process learns that Redis is back without waiting for a
+    request to come after the cool-down.
+    """
+    breaker = _current_state().breaker
+    if not breaker._tripped:
+        return True
+    try:
+        _probe(breaker)
+    except RedisUnavailable:
+        return False
+    return True
+
+
 class guarded:  # used like a function: ``with guarded() as client:``
     """Yield the shared client; turn connection failures into ``RedisUnavailable``.
 
-    Raises ``RedisUnavailable`` at once while the breaker is open. Errors that
-    are not about reaching Redis (a ``ResponseError`` for a wrong type, say)
-    pass through unchanged. A class rather than ``@contextmanager``: it sits on
-    every request's hot path, and a generator costs more.
+    Raises ``RedisUnavailable`` at once while the breaker is open. The first
+    call after the cool-down is the probe: it runs the recovery hooks before it
+    proceeds. Errors that are not about reaching Redis (a ``ResponseError`` for
+    a wrong type, say) pass through unchanged. A class rather than
+    ``@contextmanager``: it sits on every request's hot path, and a generator
+    costs more.
     """
 
     __slots__ = ("breaker",)
 
     def __enter__(self) -> Any:
-        client = get_client()
-        self.breaker = breaker = _state.breaker
-        if breaker._tripped and not breaker.allow():
-            raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
-        return client
+        state = _current_state()
+        self.breaker = breaker = state.breaker
+        if breaker._tripped and not getattr(_local, "probing", False):
+            if not breaker.allow():
+                raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
+            return _probe(breaker)
+        client = state.client
+        return client if client is not None else _build(breaker)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Never swallows: returns None, or raises RedisUnavailable from the error.
         breaker = self.breaker
         if exc_type is None:
-            if breaker._tripped:
+            if breaker._tripped and not getattr(_local, "probing", False):
                 breaker.record_success()
             return
-        if issubclass(exc_type, CONNECTION_ERRORS):
+        if issubclass(exc_type, CONNECTION_ERRORS) or (
+            issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
+        ):
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",

@@ -44,6 +44,31 @@ def http(url: str, method: str = "GET", body: dict | None = None, token: str | N
         return exc.code, exc.read(), dict(exc.headers), time.monotonic() - started
 
 
+def sample_environment(
+    redis_url: str, workdir: Path, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the sample's processes (``manage.py``, gunicorn) for ``workdir``.
+
+    The database is the one ``sample_api()`` created for ``workdir``: a PostgreSQL
+    database when it recorded one (``DRT_DATABASE=postgres``), else SQLite in it.
+    """
+    recorded = workdir / "database_url"
+    database_url = (
+        recorded.read_text().strip()
+        if recorded.exists()
+        else f"sqlite:///{workdir / 'db.sqlite3'}"
+    )
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "DJANGO_DEBUG": "0",
+        **(env or {}),
+    }
+
+
 @contextmanager
 def sample_api(
     redis_url: str,
@@ -52,24 +77,19 @@ def sample_api(
     threads: int = 4,
     products: int = 60,
     env: dict[str, str] | None = None,
+    workdir: Path | None = None,
 ) -> Iterator[str]:
     """Migrate and seed a fresh database, serve the API, yield its base URL.
 
-    SQLite, or with ``DRT_DATABASE=postgres`` a throwaway PostgreSQL cluster.
+    SQLite in ``workdir``, or with ``DRT_DATABASE=postgres`` a throwaway PostgreSQL
+    cluster. ``workdir`` (created empty by the caller) records the database: other
+    processes of a test can then use it through ``sample_environment()``.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="drt-sample-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="drt-sample-"))
     postgres = servers.start_postgres() if os.environ.get("DRT_DATABASE") == "postgres" else None
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "REDIS_URL": redis_url,
-        "DATABASE_URL": postgres.create_database("shop")
-        if postgres
-        else f"sqlite:///{workdir / 'db.sqlite3'}",
-        "DJANGO_DEBUG": "0",
-        **(env or {}),
-    }
+    if postgres:
+        (workdir / "database_url").write_text(postgres.create_database("shop"))
+    environment = sample_environment(redis_url, workdir, env)
     for argv in (
         ["migrate", "--noinput", "-v", "0"],
         ["seed_demo", "--products", str(products), "--users", "2"],

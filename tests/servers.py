@@ -164,14 +164,20 @@ class RedisCluster:
                 client.close()
 
 
-def start_cluster(masters: int = 3, replicas: int = 0) -> RedisCluster:
-    """Start `masters * (1 + replicas)` nodes and join them with `redis-cli --cluster create`."""
+def start_cluster(
+    masters: int = 3, replicas: int = 0, ports: list[int] | None = None
+) -> RedisCluster:
+    """Start `masters * (1 + replicas)` nodes and join them with `redis-cli --cluster create`.
+
+    ``ports`` places the nodes on ports reserved earlier (a client already points there).
+    """
     if shutil.which("redis-cli") is None:
         raise RuntimeError("redis-cli is not installed")
     nodes: list[RedisProcess] = []
     try:
-        for _ in range(masters * (1 + replicas)):
-            port = free_port(cluster_bus=True)
+        wanted = list(ports or [])
+        for index in range(masters * (1 + replicas)):
+            port = wanted[index] if index < len(wanted) else free_port(cluster_bus=True)
             nodes.append(
                 start_redis(
                     [
@@ -248,12 +254,14 @@ class SentinelSetup:
             process.stop()
 
 
-def start_sentinel_setup(service_name: str = "drtmaster") -> SentinelSetup:
+def start_sentinel_setup(
+    service_name: str = "drtmaster", sentinel_port: int | None = None
+) -> SentinelSetup:
     """Start master + replica + Sentinel on loopback; fail-over detection in about 1 s."""
     master = start_redis()
     replica = start_redis(["--replicaof", "127.0.0.1", str(master.port)])
     directory = tempfile.mkdtemp(prefix="drt-sentinel-")
-    port = free_port()
+    port = sentinel_port or free_port()
     config = os.path.join(directory, "sentinel.conf")
     with open(config, "w") as handle:
         handle.write(

@@ -7,12 +7,16 @@ import time
 
 import pytest
 from django.test import override_settings
+from rest_framework.test import APIRequestFactory
 
 from drf_redis_toolkit import connection
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.connection import CircuitBreaker, get_client, guarded
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from tests import servers
+from tests.fault_views import CachedView, ThrottledView
+
+factory = APIRequestFactory()
 
 
 @pytest.fixture
@@ -148,3 +152,128 @@ def test_fork_safe(real_backend):
 def test_guarded_yields_the_shared_client(real_backend):
     with guarded() as first, guarded() as second:
         assert first is second
+
+
+# -- a Redis that is not there yet when the process starts ---------------------------------
+
+
+def _assert_redis_is_treated_as_missing() -> None:
+    """Every way in: no exception but ``RedisUnavailable``, no 500."""
+    assert redis_client.ping() is False
+    with pytest.raises(RedisUnavailable):
+        redis_client.get("k")
+    with pytest.raises(RedisUnavailable):
+        with guarded():
+            pass
+    assert ThrottledView.as_view()(factory.get("/t")).status_code == 200  # FAIL_OPEN
+    cached = CachedView.as_view()(factory.get("/c"))
+    assert cached.status_code == 200 and cached["X-Cache"] == "MISS"
+    with override_settings(DRF_REDIS_TOOLKIT={**_current_settings(), "FAIL_OPEN": False}):
+        assert ThrottledView.as_view()(factory.get("/t")).status_code == 503
+
+
+def _startup_status() -> int:
+    return ThrottledView.as_view()(factory.get("/t", HTTP_X_CLIENT="startup")).status_code
+
+
+def _current_settings() -> dict:
+    from django.conf import settings
+
+    return dict(settings.DRF_REDIS_TOOLKIT)
+
+
+def _wait_until_connected(limit: float = 20.0) -> None:
+    """Bounded wait for the same process (no reset, no restart) to reach the new Redis."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            redis_client.set("k", "v")
+            if redis_client.get("k") == "v":
+                return
+        except RedisUnavailable:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"the process did not connect within {limit} s of Redis starting")
+
+
+def test_a_cluster_started_after_the_process_is_joined_without_a_restart(redis_server):
+    ports = [servers.free_port(cluster_bus=True) for _ in range(3)]
+    url = f"redis://127.0.0.1:{ports[0]}/0"
+    settings = {"REDIS_URL": url, "CLUSTER": True, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        _assert_redis_is_treated_as_missing()
+        cluster = servers.start_cluster(masters=3, ports=ports)
+        try:
+            _wait_until_connected()
+            assert redis_client.ping() is True
+            assert connection.is_cluster(get_client())
+            statuses = [_startup_status() for _ in range(3)]
+            assert statuses == [200, 200, 200]  # counted in the cluster now (3/min)
+            assert _startup_status() == 429
+            assert CachedView.as_view()(factory.get("/c"))["X-Cache"] == "MISS"
+            assert CachedView.as_view()(factory.get("/c"))["X-Cache"] == "HIT"
+        finally:
+            cluster.stop()
+
+
+def test_every_cluster_node_down_is_redis_unavailable_then_recovers(redis_server):
+    """The client was built, then every node went away: re-reading the slot map fails."""
+    cluster = servers.start_cluster(masters=3)
+    ports = [node.port for node in cluster.nodes]
+    settings = {"REDIS_URL": cluster.url, "CLUSTER": True, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    try:
+        with override_settings(DRF_REDIS_TOOLKIT=settings):
+            redis_client.set("k", "v")
+            cluster.stop()
+            for _ in range(3):  # the breaker's first failure, then probes after cool-downs
+                _assert_redis_is_treated_as_missing()
+                time.sleep(0.25)
+            cluster = servers.start_cluster(masters=3, ports=ports)
+            _wait_until_connected()
+    finally:
+        cluster.stop()
+
+
+def test_a_standalone_redis_started_after_the_process_is_reached(redis_server):
+    port = servers.free_port()
+    settings = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        _assert_redis_is_treated_as_missing()
+        server = servers.start_redis(port=port)
+        try:
+            _wait_until_connected()
+        finally:
+            server.stop()
+
+
+def test_no_sentinel_reachable_is_redis_unavailable_then_recovers(redis_server):
+    port = servers.free_port()
+    settings = {
+        "SENTINELS": [("127.0.0.1", port)],
+        "SENTINEL_SERVICE_NAME": "drtstartup",
+        "CIRCUIT_BREAKER_COOLDOWN": 0.2,
+    }
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        _assert_redis_is_treated_as_missing()
+        setup = servers.start_sentinel_setup("drtstartup", sentinel_port=port)
+        try:
+            _wait_until_connected()
+            assert setup.master.client().get("drt:k") == b'"v"'  # via the Sentinel's master
+        finally:
+            setup.stop()
+
+
+def _refuses_to_build():
+    from redis.exceptions import RedisClusterException
+
+    raise RedisClusterException("Redis Cluster cannot be connected. (from a factory)")
+
+
+def test_a_connection_factory_that_cannot_connect_is_redis_unavailable():
+    settings = {"CONNECTION_FACTORY": _refuses_to_build, "CIRCUIT_BREAKER_COOLDOWN": 30}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        with pytest.raises(RedisUnavailable, match="cannot be connected"):
+            redis_client.get("k")
+        with pytest.raises(RedisUnavailable, match="circuit breaker"):
+            redis_client.get("k")  # not built again before the cool-down
+        assert connection.get_breaker().is_open

@@ -120,6 +120,30 @@ def test_m2m_changes_from_either_side_and_clear_invalidate_the_products(shop, ca
     assert f"product:{first.pk}" in gens.bumped()
 
 
+@pytest.mark.parametrize("concrete", [True, False], ids=["concrete", "not-concrete"])
+def test_m2m_clear_invalidates_whatever_field_concrete_says(shop, catalog, monkeypatch, concrete):
+    """Django 6.0 made ``ManyToManyField.concrete`` ``False``; the receivers must not read it.
+
+    Setting it on the field reproduces either Django's behaviour whichever one is installed.
+    """
+    field = Product._meta.get_field("tags")
+    monkeypatch.setattr(field, "concrete", concrete)
+    invalidation._registry.rewire()  # the through model is found again under this value
+    first, second = catalog.products[0], catalog.products[1]
+    sale = catalog.tags[1]
+    first.tags.add(sale)
+    second.tags.add(sale)
+    gens = Generations([f"product:{first.pk}", f"product:{second.pk}"])
+
+    sale.products.clear()
+    assert gens.bumped() == {f"product:{first.pk}", f"product:{second.pk}"}
+
+    second.tags.add(sale)
+    gens.snapshot()
+    first.tags.clear()  # the forward side's clear
+    assert gens.bumped() == {f"product:{first.pk}"}
+
+
 def test_a_rule_that_only_reads_the_pk_adds_no_query_to_a_save(shop, catalog):
     category = catalog.categories[0]
     category.name = "Renamed"
@@ -394,7 +418,7 @@ def test_the_background_retry_delivers_when_redis_answers_again(real_shop, catal
 def test_an_overflowing_backlog_drops_every_generation_on_recovery(
     real_shop, catalog, settings, monkeypatch
 ):
-    monkeypatch.setattr(invalidation, "MAX_PENDING", 5)
+    monkeypatch.setattr(invalidation.delivery, "MAX_PENDING", 5)
     gens = Generations(["unrelated:namespace", "products:all"])
     cache_product(12345, {"name": "stale"})
     _dead_redis(settings, real_shop)
@@ -432,3 +456,200 @@ def test_tag_rename_reaches_the_tagged_products(shop, catalog):
     tag.name = "Brand new"
     tag.save()
     assert gens.bumped() == set(gens.names)
+
+
+def test_a_pending_name_is_a_miss_in_this_process_and_nothing_is_stored(
+    shop, catalog, monkeypatch
+):
+    """Names this process could not deliver yet: their entries may be stale, so never served."""
+    from rest_framework.test import APIClient
+
+    from drf_redis_toolkit.exceptions import RedisUnavailable
+
+    def refused(names, everything):
+        raise RedisUnavailable("deliveries refused by the test")
+
+    apply = invalidation.delivery._apply
+    monkeypatch.setattr(invalidation.delivery, "_apply", refused)  # Redis up for reads only
+
+    product = catalog.products[0]
+    url = f"/api/products/{product.pk}/"
+    client = APIClient()
+    client.get(url)
+    assert client.get(url)["X-Cache"] == "HIT"
+    namespace = f"product:{product.pk}"
+    invalidation._pending.put(
+        invalidation.delivery._Backlog(invalidation.Names(keys=frozenset({namespace})))
+    )
+    assert invalidation.is_pending(namespace)
+    assert not invalidation.is_pending("categories:all")
+    assert [client.get(url)["X-Cache"] for _ in range(3)] == ["MISS"] * 3
+    assert client.get("/api/categories/")["X-Cache"] in ("MISS", "HIT")  # other names unaffected
+    monkeypatch.setattr(invalidation.delivery, "_apply", apply)
+    invalidation.retry_pending()  # or the retry thread, started by put(), got there first
+    deadline = time.monotonic() + 10
+    while invalidation.is_pending(namespace) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not invalidation.is_pending(namespace)
+    assert [client.get(url)["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+
+
+# -- the outbox: invalidations that survive their process ----------------------------------
+
+
+def _outbox_rows() -> int:
+    from drf_redis_toolkit.models import PendingInvalidation
+
+    return PendingInvalidation.objects.count()
+
+
+def _redis_known_down(settings, backend) -> None:
+    """Point the toolkit at a dead port and let it find out (the breaker opens)."""
+    _dead_redis(settings, backend)
+    settings.DRF_REDIS_TOOLKIT = {**settings.DRF_REDIS_TOOLKIT, "CIRCUIT_BREAKER_COOLDOWN": 30}
+    assert redis_client.ping() is False
+    from drf_redis_toolkit import connection as toolkit_connection
+
+    assert toolkit_connection.get_breaker().is_open
+
+
+def test_with_redis_up_a_write_adds_no_database_query_for_the_outbox(shop, catalog):
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    from drf_redis_toolkit.models import PendingInvalidation
+    from tests.test_sample_api import client_for
+
+    admin = get_user_model().objects.create_user("admin", password="pw", is_staff=True)
+    staff = client_for(admin)
+    product = catalog.products[0]
+    table = PendingInvalidation._meta.db_table
+    with CaptureQueriesContext(connection) as writes:
+        with transaction.atomic():
+            product.price = Decimal("1.23")
+            product.save()
+        product.save()  # autocommit
+        invalidation.invalidate_now(["products:all"])
+    assert not [q["sql"] for q in writes.captured_queries if table in q["sql"]]
+    with CaptureQueriesContext(connection) as requests:
+        assert staff.patch(f"/api/products/{product.pk}/", {"price": "2.00"}).status_code == 200
+        assert APIClient().get(f"/api/products/{product.pk}/").status_code == 200
+    # At most the rate-limited look at the outbox (a SELECT); never a write.
+    touching = [q["sql"] for q in requests.captured_queries if table in q["sql"]]
+    assert all(sql.lstrip().upper().startswith("SELECT") for sql in touching), touching
+    assert _outbox_rows() == 0
+
+
+def test_a_write_while_redis_is_known_down_commits_its_outbox_row_with_the_data(
+    real_shop, catalog, settings
+):
+    first, second = catalog.products[0], catalog.products[1]
+    gens = Generations([*product_names(first), *product_names(second)])
+    _redis_known_down(settings, real_shop)
+    with transaction.atomic():
+        first.price = Decimal("99.00")
+        first.save()
+        assert _outbox_rows() == 1  # written before the commit, in the same transaction
+    with pytest.raises(RuntimeError), transaction.atomic():
+        second.price = Decimal("98.00")
+        second.save()
+        raise RuntimeError("rolled back")
+    assert _outbox_rows() == 1  # the rolled-back write took its row along
+
+    # The writer dies: its in-memory backlog is gone, the row is not.
+    invalidation._pending.clear()
+    apply_shop_settings(settings, real_shop)  # Redis reachable again, for a new process
+    from drf_redis_toolkit.invalidation import outbox
+
+    assert outbox.poll(force=True) is True
+    assert _outbox_rows() == 0
+    assert gens.bumped() == set(product_names(first))
+    assert invalidation.pending_invalidations()["keys"] == []
+
+
+def test_a_delivery_that_fails_at_the_commit_writes_an_outbox_row(real_shop, catalog, settings):
+    product = catalog.products[0]
+    gens = Generations(product_names(product))
+    _dead_redis(settings, real_shop)  # not known down yet: the breaker is closed
+    product.save()
+    assert _outbox_rows() == 1
+    invalidation._pending.clear()  # the writer dies
+    apply_shop_settings(settings, real_shop)
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("deliver_invalidations", stdout=out)
+    assert "Delivered 1 outbox row(s)" in out.getvalue()
+    assert _outbox_rows() == 0
+    assert gens.bumped() == set(product_names(product))
+    call_command("deliver_invalidations", stdout=out)  # nothing left: harmless
+
+
+def test_deliver_invalidations_fails_while_redis_is_unreachable(real_shop, catalog, settings):
+    from django.core.management import CommandError, call_command
+
+    _dead_redis(settings, real_shop)
+    catalog.products[0].save()
+    assert _outbox_rows() == 1
+    invalidation._pending.clear()
+    with pytest.raises(CommandError, match="Redis unreachable"):
+        call_command("deliver_invalidations")
+    assert _outbox_rows() == 1
+
+
+def test_the_outbox_poll_is_rate_limited_and_makes_names_pending(real_shop, catalog, settings):
+    from drf_redis_toolkit.invalidation import outbox
+
+    product = catalog.products[0]
+    _redis_known_down(settings, real_shop)
+    product.save()
+    invalidation._pending.clear()  # as seen from another process: only the row knows
+    assert not invalidation.is_pending(f"product:{product.pk}")
+    assert outbox.poll(force=True) is True
+    assert invalidation.is_pending(f"product:{product.pk}")  # Redis down: a miss here
+    assert outbox.poll() is False  # looked less than POLL_INTERVAL ago
+
+
+def test_an_outbox_larger_than_one_look_makes_every_name_pending(
+    real_shop, catalog, settings, monkeypatch
+):
+    from drf_redis_toolkit.invalidation import outbox
+
+    _redis_known_down(settings, real_shop)
+    catalog.products[0].save()
+    catalog.products[1].save()
+    assert _outbox_rows() == 2
+    invalidation._pending.clear()
+    monkeypatch.setattr(outbox, "BATCH", 1)
+    assert outbox.poll(force=True) is True
+    assert invalidation.is_pending("any:namespace:at:all")  # names beyond the look are unknown
+
+
+def test_a_missing_outbox_table_never_breaks_a_write_or_a_request(
+    real_shop, catalog, settings, caplog
+):
+    """Before ``migrate``: the write and the request go through; one warning says why."""
+    from django.db import connection as db
+
+    from drf_redis_toolkit.invalidation import outbox
+    from drf_redis_toolkit.models import PendingInvalidation
+
+    product = catalog.products[0]
+    with db.schema_editor() as editor:
+        editor.delete_model(PendingInvalidation)
+    try:
+        _redis_known_down(settings, real_shop)
+        with caplog.at_level(logging.WARNING, logger="drf_redis_toolkit.invalidation"):
+            with transaction.atomic():
+                product.price = Decimal("55.00")
+                product.save()  # the outbox insert fails inside a savepoint only
+        assert Product.objects.get(pk=product.pk).price == Decimal("55.00")
+        assert "no outbox table" in caplog.text
+        assert invalidation.is_pending(f"product:{product.pk}")  # still kept in memory
+        assert outbox.poll(force=True) is True  # skipped quietly, no exception
+    finally:
+        with db.schema_editor() as editor:
+            editor.create_model(PendingInvalidation)
+        outbox._tables.clear()

@@ -7,44 +7,15 @@ import time
 
 import pytest
 from django.test import override_settings
-from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
-from rest_framework.views import APIView
 
-from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import SlidingWindowThrottle
 from tests import servers
+from tests.fault_views import CachedView, ThrottledView
 
 factory = APIRequestFactory()
 pytestmark = pytest.mark.slow
-
-
-class OneClient(SlidingWindowThrottle):
-    scope = "faults"
-    rate = "3/min"
-
-    def get_cache_key(self, request, view):
-        return request.META.get("HTTP_X_CLIENT", "one-client")
-
-
-class ThrottledView(APIView):
-    throttle_classes = (OneClient,)
-    permission_classes = ()
-
-    def get(self, request):
-        return Response({"ok": True})
-
-
-class CachedView(CacheResponseMixin, APIView):
-    permission_classes = ()
-    cache_per_user = False
-    runs = 0
-
-    def get(self, request):
-        type(self).runs += 1
-        return Response({"payload": "x" * 2000, "run": type(self).runs})
 
 
 @pytest.fixture
@@ -120,3 +91,149 @@ def test_a_full_redis_under_noeviction_gives_no_500s_and_throttles_stay_exact(fu
     with override_settings(DRF_REDIS_TOOLKIT={**settings, "FAIL_OPEN": False}):
         statuses = [view(factory.get("/", HTTP_X_CLIENT="newer")).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
+
+
+# -- a process never serves what it knows to be stale --------------------------------------
+
+
+class Frozen:
+    """A Redis this test may freeze (SIGSTOP every process) and thaw: standalone or cluster."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "cluster":
+            self.server = servers.start_cluster(masters=3)
+            self.processes = self.server.nodes
+            self.settings = {"REDIS_URL": self.server.url, "CLUSTER": True}
+        else:
+            self.server = servers.start_redis()
+            self.processes = [self.server]
+            self.settings = {"REDIS_URL": self.server.url}
+
+    def pause(self) -> None:
+        for process in self.processes:
+            process.pause()
+
+    def resume(self) -> None:
+        for process in self.processes:
+            process.resume()
+
+    def stop(self) -> None:
+        self.resume()
+        self.server.stop()
+
+
+@pytest.fixture(params=["real", "cluster"])
+def own_redis(request, redis_server):
+    """A standalone server or a 3-master cluster of the test's own (node timeout 2 s:
+    a freeze shorter than that leaves the cluster's state ``ok``)."""
+    frozen = Frozen(request.param)
+    try:
+        yield frozen
+    finally:
+        frozen.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_never_serves_the_old_price_after_an_outage(
+    own_redis, settings, monkeypatch, catalog_factory
+):
+    """Issue 11 item 1, on a real Redis: HIT, SIGSTOP, breaker trips, PATCH, SIGCONT.
+
+    Every read of the detail, from the PATCH on, must show the new price in this
+    process: while the invalidation is pending (a miss), and after (delivered
+    before the breaker let any read through).
+    """
+    from rest_framework.test import APIClient
+
+    from drf_redis_toolkit import connection, invalidation
+    from tests.sample_fixtures import apply_shop_settings, apply_shop_view_classes
+
+    backend = type("B", (), {"settings": {**own_redis.settings, "SOCKET_TIMEOUT": 0.2}})
+    apply_shop_settings(settings, backend)
+    apply_shop_view_classes(monkeypatch)
+    product, staff = catalog_factory()
+    url = f"/api/products/{product.pk}/"
+    anyone = APIClient()
+    old_price = anyone.get(url).json()["price"]
+    assert anyone.get(url)["X-Cache"] == "HIT"
+
+    own_redis.pause()
+    try:
+        reads = [anyone.get(url) for _ in range(20)]
+        assert [r.status_code for r in reads] == [200] * 20
+        assert connection.get_breaker().is_open
+        patched = staff.patch(url, {"price": "777.00"}, format="json")
+        assert patched.status_code == 200, patched.content
+        assert invalidation.pending_invalidations()["keys"]
+        for _ in range(5):
+            during = anyone.get(url)
+            assert during.json()["price"] == "777.00" and during["X-Cache"] == "MISS"
+    finally:
+        own_redis.resume()
+
+    answers: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        response = anyone.get(url)
+        assert response.status_code == 200
+        answers.append((response.json()["price"], response["X-Cache"]))
+        if answers[-1] == ("777.00", "HIT"):
+            break
+        time.sleep(0.02)
+    assert answers[-1] == ("777.00", "HIT"), "caching did not resume"
+    stale = [a for a in answers if a[0] != "777.00"]
+    assert not stale, f"served the old price {old_price} {len(stale)} times after the thaw"
+    assert invalidation.pending_invalidations() == {
+        "namespaces": [],
+        "keys": [],
+        "overflowed": False,
+    }
+
+
+@pytest.fixture
+def catalog_factory():
+    def make():
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+        from rest_framework.test import APIClient
+
+        from tests.sample_fixtures import make_catalog
+
+        catalog = make_catalog()
+        admin = get_user_model().objects.create_user("admin", password="pw", is_staff=True)
+        token, _ = Token.objects.get_or_create(user=admin)
+        staff = APIClient()
+        staff.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return catalog.products[0], staff
+
+    return make
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_call_that_reaches_redis_again_delivers_the_backlog_first(own_redis, monkeypatch):
+    from drf_redis_toolkit import invalidation
+    from drf_redis_toolkit.generations import read_generations
+    from drf_redis_toolkit.invalidation import delivery
+
+    monkeypatch.setattr(delivery, "_RETRY_FIRST_DELAY", 3600)  # no help from the retry thread
+    settings = {**own_redis.settings, "CIRCUIT_BREAKER_COOLDOWN": 0.2, "SOCKET_TIMEOUT": 0.2}
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        before = read_generations("outage:ns")["outage:ns"]
+        own_redis.pause()
+        try:
+            assert invalidation.invalidate_now(["outage:ns"]) is False
+            assert invalidation.pending_invalidations()["namespaces"] == ["outage:ns"]
+        finally:
+            own_redis.resume()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis_client.get("anything")  # the first call that gets through
+                break
+            except RedisUnavailable:
+                time.sleep(0.02)
+        else:
+            pytest.fail("Redis was not reached again")
+        assert invalidation.pending_invalidations()["namespaces"] == []
+        assert read_generations("outage:ns")["outage:ns"] != before

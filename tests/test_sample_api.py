@@ -106,7 +106,10 @@ def test_cached_reads_run_no_sql(real_shop, catalog):
     for url in urls:
         with CaptureQueriesContext(connection) as queries:
             assert get(client, url)["X-Cache"] == "HIT"
-        assert len(queries) == 0, (url, [q["sql"] for q in queries])
+        # The one query a hit may run is the toolkit's look at its outbox (a SELECT at
+        # most every outbox.POLL_INTERVAL per process, docs/invalidation.md), never the view's.
+        sql = [q["sql"] for q in queries.captured_queries if "pendinginvalidation" not in q["sql"]]
+        assert sql == [], url
 
 
 def test_an_uncached_list_runs_a_constant_number_of_queries(real_shop, settings):
@@ -119,7 +122,8 @@ def test_an_uncached_list_runs_a_constant_number_of_queries(real_shop, settings)
         with CaptureQueriesContext(connection) as queries:
             response = APIClient().get("/api/products/?page_size=100")
         assert response["X-Cache"] == "MISS"
-        return len(queries)
+        # Not the view's: the toolkit's rate-limited look at its outbox (docs/invalidation.md).
+        return sum("pendinginvalidation" not in q["sql"] for q in queries.captured_queries)
 
     small = count_queries()
     category = Category.objects.first()
