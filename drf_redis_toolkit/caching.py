@@ -69,10 +69,10 @@ from drf_redis_toolkit.cache_entries import (
 from drf_redis_toolkit.cache_stats import counters, namespace_stats
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.connection import guarded
+from drf_redis_toolkit.drivers import Call, Delete, Flow, Script, Sleep, run_async, run_sync
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.generations import bump_generations
 from drf_redis_toolkit.invalidation.delivery import is_pending
-from drf_redis_toolkit.scripts import get_script
 
 __all__ = [
     "CACHE_STATUS_HEADER",
@@ -549,13 +549,14 @@ def _redis_failed(exc: BaseException) -> None:
         )
 
 
-def _lookup(plan: _Plan, token: str, factor: float, offer: str = "") -> tuple[int, bytes, int]:
+def _lookup(
+    plan: _Plan, token: str, factor: float, offer: str = ""
+) -> Flow[tuple[int, bytes, int]]:
     """One round trip: the generation, the entry (or just its head, if ``offer`` is its
     ETag) and, on a miss, the single-flight lock."""
-    with guarded() as client:
-        gen, raw, state, _pttl = get_script("cache_get")(
-            keys=plan.keys, args=[token, plan.lock_ms, factor, offer], client=client
-        )
+    gen, raw, state, _pttl = yield Script(
+        "cache_get", plan.keys, [token, plan.lock_ms, factor, offer]
+    )
     return int(gen), raw or b"", int(state)
 
 
@@ -588,40 +589,37 @@ def _store(
     token: str | None,
     entry_key: str,
     record: tuple[bytes, bool] | None,
-) -> None:
+) -> Flow[None]:
     keys = [plan.gen_key, entry_key, plan.lock_key]
     args: list[Any] = [gen, value, plan.ttl_ms, token or ""]
     if record is not None:
         keys.append(plan.base_key)
         args += [record[0], "1" if record[1] else "0"]
     try:
-        with guarded() as client:
-            get_script("cache_set")(keys=keys, args=args, client=client)
+        yield Script("cache_set", keys, args)
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
 
 
-def _release(plan: _Plan, token: str, pass_through: bool) -> None:
+def _release(plan: _Plan, token: str, pass_through: bool) -> Flow[None]:
     try:
-        with guarded() as client:
-            get_script("cache_unlock")(
-                keys=[plan.lock_key],
-                args=[token, min(PASS_THROUGH_MS, plan.lock_ms) if pass_through else 0],
-                client=client,
-            )
+        yield Script(
+            "cache_unlock",
+            [plan.lock_key],
+            [token, min(PASS_THROUGH_MS, plan.lock_ms) if pass_through else 0],
+        )
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
 
 
-def _discard(plan: _Plan) -> None:
+def _discard(plan: _Plan) -> Flow[None]:
     try:
-        with guarded() as client:
-            client.delete(plan.entry_key)
+        yield Delete(plan.entry_key)
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
 
 
-def _wait(plan: _Plan, token: str, offer: str) -> tuple[int | None, bytes, int]:
+def _wait(plan: _Plan, token: str, offer: str) -> Flow[tuple[int | None, bytes, int]]:
     """Poll while another request computes the entry; give up after the lock's lifetime.
 
     Returns what the last lookup said (a hit, the lock, a pass-through), or
@@ -636,10 +634,10 @@ def _wait(plan: _Plan, token: str, offer: str) -> tuple[int | None, bytes, int]:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        time.sleep(min(delay, left))
+        yield Sleep(min(delay, left))
         delay = min(delay * 2, _POLL_MAX)
         try:
-            gen, raw, state = _lookup(plan, token, 0, offer)
+            gen, raw, state = yield from _lookup(plan, token, 0, offer)
         except _CACHE_ERRORS as exc:
             _redis_failed(exc)
             return None, b"", _PASS
@@ -686,7 +684,7 @@ _CORRUPT = object()
 
 def _replay(
     view: Any, request: Request, plan: _Plan, raw: bytes, known: Entry | None
-) -> HttpResponseBase | object | None:
+) -> Flow[HttpResponseBase | object | None]:
     """Answer from a stored entry.
 
     Returns the response; ``None`` if the body is needed but Redis sent only the
@@ -695,11 +693,12 @@ def _replay(
     """
     parsed = parse_entry(raw, known)
     if parsed is None:
-        _discard(plan)
+        yield from _discard(plan)
         return _CORRUPT
     entry, stored, compressed = parsed
     if plan.recheck:
-        view.get_object()  # raises PermissionDenied / NotFound like the handler would
+        # Raises PermissionDenied / NotFound like the handler would.
+        yield Call(view.get_object)
     if _if_none_match(request, entry.etag):
         return _not_modified(entry.headers, entry.etag, "HIT")
     body = entry.body
@@ -709,7 +708,7 @@ def _replay(
         try:
             body = zlib.decompress(stored) if compressed else stored
         except zlib.error:
-            _discard(plan)
+            yield from _discard(plan)
             return _CORRUPT
         entry.body = body
         entry.size += len(body)
@@ -718,7 +717,7 @@ def _replay(
         response = HttpResponse(body, status=entry.status, headers=entry.headers)
     except (ValueError, TypeError):  # a header Django refuses: corrupt after all
         local_bodies.discard(plan.entry_key)
-        _discard(plan)
+        yield from _discard(plan)
         return _CORRUPT
     response["ETag"] = entry.etag
     response[CACHE_STATUS_HEADER] = "HIT"
@@ -807,7 +806,7 @@ class _SessionWatch:
 
 def _find(
     plan: _Plan, request: Request, token: str, factor: float
-) -> tuple[_Plan, int | None, bytes, int, Entry | None]:
+) -> Flow[tuple[_Plan, int | None, bytes, int, Entry | None]]:
     """Look the request up; through a vary record, look up the variant it names.
 
     Returns the plan finally looked up, the generation, the raw answer, the
@@ -817,14 +816,14 @@ def _find(
         known = local_bodies.get(plan.entry_key)
         offer = _offer(request, known)
         gen: int | None
-        gen, raw, state = _lookup(plan, token, factor, offer)
+        gen, raw, state = yield from _lookup(plan, token, factor, offer)
         if state == _WAIT:
-            gen, raw, state = _wait(plan, token, offer)
+            gen, raw, state = yield from _wait(plan, token, offer)
         if state != _VARY:
             return plan, gen, raw, state, known
         variant = plan.variant(request, raw) if plan.record is None else None
         if variant is None:  # unreadable, or a record where a variant belongs
-            _discard(plan)
+            yield from _discard(plan)
             return plan, gen, b"", _PASS, None
         plan = variant
     raise AssertionError("unreachable")  # pragma: no cover
@@ -833,32 +832,33 @@ def _find(
 def _serve(
     view: Any,
     request: Request,
-    handler: Callable[..., HttpResponseBase],
+    handler: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     options: _Options | None,
-) -> HttpResponseBase:
+) -> Flow[HttpResponseBase]:
+    """One cached request, written once: ``drivers.run_sync`` or ``run_async`` carries it out."""
     if request.method not in CACHEABLE_METHODS:
-        return handler(request, *args, **kwargs)
+        return (yield Call(handler, request, *args, **kwargs))
     plan = _make_plan(view, request, options, handler, args, kwargs)
     if plan is None:
-        return handler(request, *args, **kwargs)
+        return (yield Call(handler, request, *args, **kwargs))
     if is_pending(plan.namespace):
         # This process changed data under the namespace and Redis has not been
         # told yet: any entry may be stale. A miss, and nothing stored.
         counters.add(plan.namespace, hit=False)
-        return _compute(view, request, handler, args, kwargs, plan, None, None)
+        return (yield from _compute(view, request, handler, args, kwargs, plan, None, None))
     token = os.urandom(8).hex()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
     gen: int | None
     try:
-        plan, gen, raw, state, known = _find(plan, request, token, factor)
+        plan, gen, raw, state, known = yield from _find(plan, request, token, factor)
         if state in (_HIT, _UNCHANGED):
-            response = _replay(view, request, plan, raw, known)
+            response = yield from _replay(view, request, plan, raw, known)
             if response is None:  # only the head came back, and it is the body we need
-                gen, raw, state = _lookup(plan, token, factor, "")
+                gen, raw, state = yield from _lookup(plan, token, factor, "")
                 if state == _HIT:
-                    response = _replay(view, request, plan, raw, None)
+                    response = yield from _replay(view, request, plan, raw, None)
             if isinstance(response, HttpResponseBase):
                 counters.add(plan.namespace, hit=True)
                 return response
@@ -869,19 +869,19 @@ def _serve(
         gen, state = None, _PASS
     counters.add(plan.namespace, hit=False)
     held = token if state in (_LOCKED, _REFRESH) else None
-    return _compute(view, request, handler, args, kwargs, plan, gen, held)
+    return (yield from _compute(view, request, handler, args, kwargs, plan, gen, held))
 
 
 def _compute(
     view: Any,
     request: Request,
-    handler: Callable[..., HttpResponseBase],
+    handler: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     plan: _Plan,
     gen: int | None,
     token: str | None,
-) -> HttpResponseBase:
+) -> Flow[HttpResponseBase]:
     """Run the view; store its rendered answer under ``gen`` if it may be served again."""
     started = time.perf_counter()
     cacheable = False
@@ -889,7 +889,7 @@ def _compute(
     session = _SessionWatch(request)
     csrf = _csrf_state(request)
     try:
-        response = handler(request, *args, **kwargs)
+        response = yield Call(handler, request, *args, **kwargs)
         # Render now, as DRF would right after: dispatch() finalizing it a
         # second time is harmless (it only re-sets the same headers).
         response = view.finalize_response(request, response, *args, **kwargs)
@@ -916,14 +916,14 @@ def _compute(
             compute_ms = int((time.perf_counter() - started) * 1000)
             value, meta_raw = encode_entry(cast(int, gen), compute_ms, response, body, etag, hashed)
             entry_key, record = _placement(plan, request, cast(int, gen), cast(tuple, vary))
-            _store(plan, cast(int, gen), value, token, entry_key, record)
+            yield from _store(plan, cast(int, gen), value, token, entry_key, record)
             token = None  # cache_set.lua released it
             headers = json.loads(meta_raw)["h"]
             local_bodies.put(entry_key, Entry(etag, meta_raw, 200, headers, hashed, body))
     finally:
         session.restore()
         if token is not None:
-            _release(plan, token, pass_through=not cacheable)
+            yield from _release(plan, token, pass_through=not cacheable)
     response[CACHE_STATUS_HEADER] = "MISS"
     if cacheable and _if_none_match(request, etag):
         return _not_modified(response, etag, "MISS")
@@ -981,7 +981,8 @@ class CacheResponseMixin:
             handler = getattr(self, name, None)
             # A handler decorated with @cache_response caches itself.
             if handler is not None and getattr(handler, "_drt_cache_options", None) is None:
-                setattr(self, name, functools.partial(_serve_partial, self, handler))
+                serve = _aserve_partial if _is_async(handler) else _serve_partial
+                setattr(self, name, functools.partial(serve, self, handler))
 
     def get_cache_key(self, request: Request) -> str | None:
         """Name this request's response inside its namespace; ``None`` skips the cache.
@@ -1037,10 +1038,23 @@ class CacheResponseMixin:
         return True
 
 
+def _is_async(handler: Any) -> bool:
+    """Whether ``handler`` is an async view method (adrf): it is then served on the loop."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "func", None)
+    )
+
+
 def _serve_partial(
     view: Any, handler: Callable[..., HttpResponseBase], request: Request, *args: Any, **kwargs: Any
 ) -> HttpResponseBase:
-    return _serve(view, request, handler, args, kwargs, None)
+    return run_sync(_serve(view, request, handler, args, kwargs, None))
+
+
+async def _aserve_partial(
+    view: Any, handler: Callable[..., Any], request: Request, *args: Any, **kwargs: Any
+) -> HttpResponseBase:
+    return await run_async(_serve(view, request, handler, args, kwargs, None))
 
 
 def cache_response(
@@ -1097,9 +1111,20 @@ def cache_response(
     options = _Options(seconds, namespace, per_user, key_func, early_refresh, lock_timeout)
 
     def decorator(func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def awrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Any:
+                return await run_async(
+                    _serve(view, request, func.__get__(view), args, kwargs, options)
+                )
+
+            awrapper._drt_cache_options = options  # type: ignore[attr-defined]
+            return cast(F, awrapper)
+
         @functools.wraps(func)
         def wrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> HttpResponseBase:
-            return _serve(view, request, func.__get__(view), args, kwargs, options)
+            return run_sync(_serve(view, request, func.__get__(view), args, kwargs, options))
 
         wrapper._drt_cache_options = options  # type: ignore[attr-defined]
         return cast(F, wrapper)

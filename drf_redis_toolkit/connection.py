@@ -20,10 +20,12 @@ outage there, so nothing is read from Redis before it has been told what changed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -284,8 +286,6 @@ def get_breaker() -> CircuitBreaker:
     return _current_state().breaker
 
 
-
-
 def reset_connection() -> None:
     """Drop the client and its breaker; the next call builds them anew."""
     with _state.lock:
@@ -372,23 +372,133 @@ class guarded:  # used like a function: ``with guarded() as client:``
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Never swallows: returns None, or raises RedisUnavailable from the error.
-        breaker = self.breaker
-        if exc_type is None:
-            if breaker._tripped and not getattr(_local, "probing", False):
-                breaker.record_success()
-            return
-        if issubclass(exc_type, CONNECTION_ERRORS) or (
-            issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
-        ):
-            if breaker.record_failure():
-                logger.warning(
-                    "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",
-                    exc_type.__name__,
-                    exc,
-                    breaker.cooldown,
-                )
-            raise RedisUnavailable(f"Redis unavailable: {exc_type.__name__}: {exc}") from exc
-        if issubclass(exc_type, UNAVAILABLE_REPLIES) or str(exc).startswith("NOREPLICAS"):
-            # The server answers, quickly: no need to open the breaker, but callers
-            # must treat it like an outage (cache miss, FAIL_OPEN), never as a 500.
-            raise RedisUnavailable(f"Redis refused the command: {exc}") from exc
+        _after_call(self.breaker, exc_type, exc)
+
+
+def _after_call(breaker: CircuitBreaker, exc_type: Any, exc: Any) -> None:
+    """What a call's outcome means for the breaker (shared by ``guarded`` and ``aguarded``)."""
+    if exc_type is None:
+        if breaker._tripped and not getattr(_local, "probing", False):
+            breaker.record_success()
+        return
+    if issubclass(exc_type, CONNECTION_ERRORS) or (
+        issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
+    ):
+        if breaker.record_failure():
+            logger.warning(
+                "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",
+                exc_type.__name__,
+                exc,
+                breaker.cooldown,
+            )
+        raise RedisUnavailable(f"Redis unavailable: {exc_type.__name__}: {exc}") from exc
+    if issubclass(exc_type, UNAVAILABLE_REPLIES) or str(exc).startswith("NOREPLICAS"):
+        # The server answers, quickly: no need to open the breaker, but callers
+        # must treat it like an outage (cache miss, FAIL_OPEN), never as a 500.
+        raise RedisUnavailable(f"Redis refused the command: {exc}") from exc
+
+
+# -- the async client: redis.asyncio, one per event loop, the same breaker ---------
+
+#: ``loop -> (connection generation, client)``; a client is bound to its loop.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _ThreadedClient:
+    """A sync client behind an awaitable face: each command runs in a worker thread.
+
+    For a ``CONNECTION_FACTORY`` without an ``ASYNC_CONNECTION_FACTORY``: the
+    toolkit cannot derive an async twin of an arbitrary client, and the event
+    loop must still never block on Redis.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(method, *args, **kwargs)
+
+        return call
+
+
+def build_async_client() -> Any:
+    """Build a ``redis.asyncio`` client from the current settings (no I/O happens here).
+
+    The same URL, cluster or sentinel choice and timeouts as ``build_client()``.
+    """
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    factory = toolkit_settings.ASYNC_CONNECTION_FACTORY
+    if factory is not None:
+        return (import_string(factory) if isinstance(factory, str) else factory)()
+    if toolkit_settings.CONNECTION_FACTORY is not None:
+        return _ThreadedClient(get_client())
+    url = toolkit_settings.REDIS_URL
+    kwargs = _connection_kwargs()
+    kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
+    if toolkit_settings.SENTINELS:
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        url_kwargs = {
+            k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")
+        }
+        sentinel = AsyncSentinel(
+            toolkit_settings.SENTINELS,
+            sentinel_kwargs={
+                "socket_timeout": kwargs["socket_timeout"],
+                "socket_connect_timeout": kwargs["socket_connect_timeout"],
+            },
+            **kwargs,
+        )
+        return sentinel.master_for(toolkit_settings.SENTINEL_SERVICE_NAME, **url_kwargs)
+    if toolkit_settings.CLUSTER:
+        from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
+        kwargs.pop("health_check_interval")
+        kwargs["retry"] = AsyncRetry(NoBackoff(), 1)
+        return AsyncCluster.from_url(url, **kwargs)
+    return aredis.Redis.from_url(url, **kwargs)
+
+
+def get_async_client() -> Any:
+    """The running event loop's async client (built on first use, rebuilt after a reset)."""
+    loop = asyncio.get_running_loop()
+    generation = _state.generation
+    known = _async_clients.get(loop)
+    if known is not None and known[0] == generation:
+        return known[1]
+    client = build_async_client()
+    _async_clients[loop] = (generation, client)
+    return client
+
+
+class aguarded:  # used like a function: ``async with aguarded() as client:``
+    """``guarded()`` for coroutines: the loop's async client, the same breaker and rules.
+
+    The probe after a cool-down (which runs the recovery hooks, sync code that
+    talks to Redis) runs in a worker thread, so the loop is not blocked.
+    """
+
+    __slots__ = ("breaker",)
+
+    async def __aenter__(self) -> Any:
+        state = _current_state()
+        self.breaker = breaker = state.breaker
+        if breaker._tripped:
+            if not breaker.allow():
+                raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
+            await asyncio.to_thread(_probe, breaker)
+        try:
+            return get_async_client()
+        except BUILD_ERRORS as exc:
+            breaker.record_failure()
+            raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _after_call(self.breaker, exc_type, exc)

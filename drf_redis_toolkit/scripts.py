@@ -105,3 +105,16 @@ def run_script_direct(name: str, client: Any, keys: list[Any], args: list[Any]) 
     finally:
         pool.release(conn)
     return run_script(name, client, keys, args)
+
+
+async def arun_script(name: str, client: Any, keys: list[Any], args: list[Any]) -> Any:
+    """``run_script`` for a ``redis.asyncio`` client: the same SHA, the same reload rule.
+
+    On ``NOSCRIPT`` the script is sent whole (``EVAL``), which also loads it on
+    the server (the node owning the keys, on a cluster) for the next ``EVALSHA``.
+    """
+    script = get_script(name)
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.eval(script.script, len(keys), *keys, *args)

@@ -30,6 +30,11 @@ REQUIRE_REDIS = os.environ.get("DRT_REQUIRE_REDIS") == "1"
 #: The database the session runs on: "sqlite" (tests/settings.py) or "postgres".
 DATABASE = os.environ.get("DRT_DATABASE", "sqlite")
 BACKENDS = ["fake", "real", "cluster"]
+#: The toolkit's settings on the fake backend: a sync and an async fakeredis client.
+FAKE_SETTINGS = {
+    "CONNECTION_FACTORY": "tests.servers.fake_redis",
+    "ASYNC_CONNECTION_FACTORY": "tests.servers.fake_async_redis",
+}
 _outcomes: Counter[tuple[str, str]] = Counter()
 
 
@@ -147,7 +152,7 @@ def toolkit_settings_for(name: str, request: pytest.FixtureRequest, **extra: Any
         servers.FAKE_SERVER.connected = True
         raw = servers.fake_redis()
         raw.flushall()
-        return Backend(name, {"CONNECTION_FACTORY": "tests.servers.fake_redis", **extra}, raw)
+        return Backend(name, {**FAKE_SETTINGS, **extra}, raw)
     if name == "real":
         server = request.getfixturevalue("redis_server")
         raw = redis.Redis.from_url(server.url)

@@ -444,3 +444,8 @@ def _wait_postgres_ready(server: PostgresProcess, timeout: float = 30) -> None:
         except psycopg.OperationalError:
             time.sleep(0.1)
     raise RuntimeError(f"PostgreSQL on port {server.port} did not answer within {timeout:.0f} s")
+
+
+def fake_async_redis() -> fakeredis.FakeAsyncRedis:
+    """``ASYNC_CONNECTION_FACTORY`` for tests: an async fakeredis client on the same server."""
+    return fakeredis.FakeAsyncRedis(server=FAKE_SERVER)

@@ -62,7 +62,10 @@ DATABASES = {
 # Tests log in with passwords; the production hasher would cost ~0.3 s a login.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-DRF_REDIS_TOOLKIT = {"CONNECTION_FACTORY": "tests.servers.fake_redis"}
+DRF_REDIS_TOOLKIT = {
+    "CONNECTION_FACTORY": "tests.servers.fake_redis",
+    "ASYNC_CONNECTION_FACTORY": "tests.servers.fake_async_redis",
+}
 REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": [],
     "DEFAULT_THROTTLE_RATES": {"anon": "100/min", "user": "100/min"},

@@ -1,0 +1,136 @@
+"""Run one piece of request logic synchronously or on an event loop: two thin shells.
+
+The cache's request path (``caching.py``) is written once, as a generator that
+*yields* what it needs done (a Lua script, a ``DEL``, a pause, a call into the
+view) and receives the answer, or the exception, back. It never touches a
+socket itself. ``run_sync`` carries those steps out with the shared redis-py
+client (``guarded()``); ``run_async`` with the event loop's ``redis.asyncio``
+client (``aguarded()``), awaiting the view's coroutine handlers and running
+its blocking calls (``get_object()``, a sync handler) in a worker thread. So
+the decisions (keys, states, what to store, failure policy) exist once, and
+the event loop never blocks on Redis: redis-py's own pattern of commands
+defined once and run by two clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from drf_redis_toolkit.connection import aguarded, guarded
+from drf_redis_toolkit.scripts import arun_script, run_script
+
+T = TypeVar("T")
+
+
+class Script:
+    """Run ``lua/<name>.lua`` on ``keys`` and ``args``; the answer is the script's reply."""
+
+    __slots__ = ("args", "keys", "name")
+
+    def __init__(self, name: str, keys: list[Any], args: list[Any]) -> None:
+        self.name, self.keys, self.args = name, keys, args
+
+    def run(self) -> Any:
+        with guarded() as client:
+            return run_script(self.name, client, self.keys, self.args)
+
+    async def arun(self) -> Any:
+        async with aguarded() as client:
+            return await arun_script(self.name, client, self.keys, self.args)
+
+
+class Delete:
+    """``DEL`` one key; the answer is the number of keys deleted."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def run(self) -> Any:
+        with guarded() as client:
+            return client.delete(self.key)
+
+    async def arun(self) -> Any:
+        async with aguarded() as client:
+            return await client.delete(self.key)
+
+
+class Sleep:
+    """Pause (waiting for another request's single-flight lock)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self) -> None:
+        time.sleep(self.seconds)
+
+    async def arun(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+
+class Call:
+    """Call into the view: a handler, ``get_object()``.
+
+    On the event loop a coroutine function is awaited; a plain function may
+    block (the ORM), so it runs in a worker thread (``sync_to_async``, in the
+    thread Django's ORM expects).
+    """
+
+    __slots__ = ("args", "func", "kwargs")
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def run(self) -> Any:
+        return self.func(*self.args, **self.kwargs)
+
+    async def arun(self) -> Any:
+        func = self.func
+        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "func", None)
+        ):
+            return await func(*self.args, **self.kwargs)
+        return await sync_to_async(func)(*self.args, **self.kwargs)
+
+
+Step = Script | Delete | Sleep | Call
+Flow = Generator[Step, Any, T]
+
+
+def run_sync(flow: Flow[T]) -> T:
+    """Carry ``flow`` out in this thread; its steps' exceptions are raised inside it."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = step.run(), None
+        except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+            value, error = None, exc
+
+
+async def run_async(flow: Flow[T]) -> T:
+    """Carry ``flow`` out on the running event loop, awaiting every step."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.send(value) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = await step.arun(), None
+        except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
+            value, error = None, exc

@@ -1,0 +1,142 @@
+"""adrf async views with the cache mixin, the decorator and the throttles (issue 12, item 1).
+
+Requests go through Django's ``AsyncClient`` (the ASGI handler, on an event
+loop) on every backend; ``tests/test_async_server.py`` does the same under a
+real uvicorn with concurrent clients.
+"""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.test import AsyncClient
+
+from drf_redis_toolkit import connection
+from drf_redis_toolkit.cache_stats import counters as _counters
+from tests.async_views import CALLS
+from tests.testapp.models import CachedWidget
+
+
+@pytest.fixture(autouse=True)
+def _urls(settings):
+    settings.ROOT_URLCONF = "tests.async_views"
+    CALLS.clear()
+    _counters.reset()
+
+
+def get(path: str, **headers: str):
+    return async_to_sync(AsyncClient().get)(path, headers=headers)
+
+
+def entry_keys(backend) -> list[bytes]:
+    return sorted(backend.raw.scan_iter(match=b"drt:c:*", count=1000))
+
+
+@pytest.mark.parametrize("path", ["/async/counted/", "/async/deco/"])
+def test_an_async_view_misses_then_hits_with_identical_bytes(backend, path):
+    first = get(path)
+    second = get(path)
+    assert first.status_code == second.status_code == 200
+    assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+    assert first.content == second.content
+    assert sum(CALLS.values()) == 1
+    assert entry_keys(backend)
+
+
+def test_the_async_path_uses_a_redis_asyncio_client_on_real_redis(backend):
+    """The cache's Redis calls on the loop go through the loop's async client."""
+    seen: list[object] = []
+
+    async def fetch():
+        response = await AsyncClient().get("/async/counted/")
+        seen.append(connection.get_async_client())
+        return response
+
+    assert async_to_sync(fetch)().status_code == 200
+    client = seen[0]
+    if backend.is_real:
+        import redis.asyncio
+        import redis.asyncio.cluster
+
+        assert isinstance(client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster))
+    else:
+        import fakeredis
+
+        assert isinstance(client, fakeredis.FakeAsyncRedis)
+
+
+def test_if_none_match_gets_304_from_an_async_view(backend):
+    etag = get("/async/counted/")["ETag"]
+    revalidated = get("/async/counted/", **{"If-None-Match": etag})
+    assert revalidated.status_code == 304
+    assert revalidated["ETag"] == etag
+    assert revalidated["X-Cache"] == "HIT"
+    assert CALLS["async-counted"] == 1
+
+
+@pytest.mark.django_db
+def test_async_per_user_entries_are_never_shared(backend):
+    alice = User.objects.create_user("alice", password="x")
+    bob = User.objects.create_user("bob", password="x")
+
+    def as_user(user):
+        client = AsyncClient()
+        async_to_sync(client.aforce_login)(user)
+        return async_to_sync(client.get)("/async/user/")
+
+    assert as_user(alice).json() == {"user": "alice"}
+    assert as_user(bob).json() == {"user": "bob"}
+    assert as_user(alice).json() == {"user": "alice"}
+    assert get("/async/user/").json() == {"user": "anon"}
+    assert CALLS["async-user"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_stale_read_after_an_acknowledged_async_write(backend):
+    widget = CachedWidget.objects.create(name="w", price="1.00")
+    path = f"/async/widget/{widget.pk}/"
+    assert get(path).json() == {"price": "1.00"}
+    assert get(path)["X-Cache"] == "HIT"
+    for price in ("2.00", "3.00", "4.00"):
+        put = async_to_sync(AsyncClient().put)(
+            path, {"price": price}, content_type="application/json"
+        )
+        assert put.status_code == 200
+        assert get(path).json() == {"price": price}
+
+
+def test_redis_down_is_a_miss_on_an_async_view(backend, settings):
+    if backend.is_real:
+        settings.DRF_REDIS_TOOLKIT = {**backend.settings, "REDIS_URL": _dead_url()}
+        if backend.name == "cluster":
+            settings.DRF_REDIS_TOOLKIT["CLUSTER"] = True
+    else:
+        from tests import servers
+
+        servers.FAKE_SERVER.connected = False
+    try:
+        for _ in range(3):
+            response = get("/async/counted/")
+            assert response.status_code == 200
+            assert response["X-Cache"] == "MISS"
+    finally:
+        from tests import servers
+
+        servers.FAKE_SERVER.connected = True
+    assert CALLS["async-counted"] == 3
+
+
+def test_async_throttle_admits_exactly_the_limit(backend):
+    codes = [get("/async/throttled/").status_code for _ in range(8)]
+    assert codes == [200] * 5 + [429] * 3
+    assert CALLS["async-throttle"] == 5
+
+
+def _dead_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
