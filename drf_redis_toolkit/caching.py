@@ -69,7 +69,16 @@ from drf_redis_toolkit.cache_entries import (
 from drf_redis_toolkit.cache_stats import counters, namespace_stats
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.connection import guarded
-from drf_redis_toolkit.drivers import Call, Delete, Flow, Script, Sleep, run_async, run_sync
+from drf_redis_toolkit.drivers import (
+    Call,
+    Delete,
+    Flow,
+    Script,
+    Sleep,
+    is_async,
+    run_async,
+    run_sync,
+)
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.generations import bump_generations
 from drf_redis_toolkit.invalidation.delivery import is_pending
@@ -981,7 +990,7 @@ class CacheResponseMixin:
             handler = getattr(self, name, None)
             # A handler decorated with @cache_response caches itself.
             if handler is not None and getattr(handler, "_drt_cache_options", None) is None:
-                serve = _aserve_partial if _is_async(handler) else _serve_partial
+                serve = _aserve_partial if is_async(handler) else _serve_partial  # adrf
                 setattr(self, name, functools.partial(serve, self, handler))
 
     def get_cache_key(self, request: Request) -> str | None:
@@ -1036,13 +1045,6 @@ class CacheResponseMixin:
         no cookie, not streaming, no ``no-store``): it can say no, never yes.
         """
         return True
-
-
-def _is_async(handler: Any) -> bool:
-    """Whether ``handler`` is an async view method (adrf): it is then served on the loop."""
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "func", None)
-    )
 
 
 def _serve_partial(
@@ -1111,7 +1113,7 @@ def cache_response(
     options = _Options(seconds, namespace, per_user, key_func, early_refresh, lock_timeout)
 
     def decorator(func: F) -> F:
-        if inspect.iscoroutinefunction(func):
+        if is_async(func):
 
             @functools.wraps(func)
             async def awrapper(view: Any, request: Request, *args: Any, **kwargs: Any) -> Any:

@@ -15,12 +15,11 @@ defined once and run by two clients.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 
 from drf_redis_toolkit.connection import aguarded, guarded
 from drf_redis_toolkit.scripts import arun_script, run_script
@@ -77,6 +76,12 @@ class Sleep:
         await asyncio.sleep(self.seconds)
 
 
+def is_async(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine: an ``async def`` (also behind a
+    ``functools.partial``) or a callable marked as one (Django's async middleware chain)."""
+    return iscoroutinefunction(func) or iscoroutinefunction(getattr(func, "func", None))
+
+
 class Call:
     """Call into the view: a handler, ``get_object()``.
 
@@ -95,14 +100,19 @@ class Call:
 
     async def arun(self) -> Any:
         func = self.func
-        if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "func", None)
-        ):
+        if is_async(func):
             return await func(*self.args, **self.kwargs)
         return await sync_to_async(func)(*self.args, **self.kwargs)
 
 
-Step = Script | Delete | Sleep | Call
+class Step(Protocol):
+    """What a flow yields: one piece of I/O, runnable both ways."""
+
+    def run(self) -> Any: ...
+
+    async def arun(self) -> Any: ...
+
+
 Flow = Generator[Step, Any, T]
 
 

@@ -12,10 +12,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.conf import toolkit_settings
+from drf_redis_toolkit.drivers import Call, Flow, run_async, run_sync
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.throttle_rounds import PASS_ATTR, ThrottleRound
 from drf_redis_toolkit.throttling import ThrottlingUnavailable, client_address
@@ -80,24 +82,50 @@ def answering_rounds(rounds: list[ThrottleRound], response: HttpResponse) -> lis
     return own or rounds[:1]
 
 
-class RateLimitHeadersMiddleware:
+class _BothWays:
+    """Django's ``sync_and_async_middleware`` pattern: one instance serves either stack.
+
+    ``get_response`` is a coroutine function under ASGI with an async chain:
+    ``__call__`` then returns a coroutine (``_acall``), so the request never
+    leaves the event loop here. The logic lives in the subclass's flow, written
+    once (see ``drivers``).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return run_sync(self._flow(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return await run_async(self._flow(request))
+
+    def _flow(self, request: HttpRequest) -> Flow[HttpResponse]:
+        raise NotImplementedError
+
+
+class RateLimitHeadersMiddleware(_BothWays):
     """Add ``X-RateLimit-*`` and/or ``RateLimit-Policy``/``RateLimit`` to throttled responses.
 
     It only reads: the throttles themselves take back what a refused round
     recorded, so a 429 the view answers itself (an upstream quota) stays
     counted. Each pass collects the rounds run under it, so one request object
-    sent through it several times never mixes passes.
+    sent through it several times never mixes passes. Sync and async capable.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def _flow(self, request: HttpRequest) -> Flow[HttpResponse]:
         outer = request.__dict__.get(PASS_ATTR)
         rounds: list[ThrottleRound] = []
         setattr(request, PASS_ATTR, rounds)
         try:
-            response = self.get_response(request)
+            response = yield Call(self.get_response, request)
         finally:
             if outer is None:
                 request.__dict__.pop(PASS_ATTR, None)
@@ -114,15 +142,13 @@ class RateLimitHeadersMiddleware:
         return response
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(_BothWays):
     """Apply ``RATELIMIT_RULES`` to every request, DRF view or not, answering 429 itself.
 
     A rule: ``{"path": regex, "methods": [...], "rate": "5/min", "key": "ip"|"user"}``;
     ``path`` is searched in ``request.path_info``. Rules are read at call time.
+    Sync and async capable: under ASGI the decisions use the loop's async client.
     """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
 
     def _identity(self, request: HttpRequest, rule: dict[str, Any]) -> str:
         if rule["key"] == "user":
@@ -131,7 +157,7 @@ class RateLimitMiddleware:
                 return f"user:{user.pk}"
         return f"ip:{client_address(request)}"
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def _flow(self, request: HttpRequest) -> Flow[HttpResponse]:
         rules = toolkit_settings.RATELIMIT_RULES
         decisions: list[ratelimit.Decision] = []
         refused = False
@@ -140,14 +166,15 @@ class RateLimitMiddleware:
                 continue
             if not rule["path"].search(request.path_info):
                 continue
+            question = ratelimit.ask(
+                ratelimit.LOG,
+                rule["scope"],
+                self._identity(request, rule),
+                rule["limits"],
+                record=not refused,
+            )
             try:
-                decision = ratelimit.decide(
-                    ratelimit.LOG,
-                    rule["scope"],
-                    self._identity(request, rule),
-                    rule["limits"],
-                    record=not refused,
-                )
+                decision = yield ratelimit.Decide(question)
             except RedisUnavailable:
                 if toolkit_settings.FAIL_OPEN:
                     continue
@@ -157,7 +184,7 @@ class RateLimitMiddleware:
             if not decision.allowed and not refused:
                 refused = True
                 try:
-                    ratelimit.undo(decisions)
+                    yield ratelimit.Undo(decisions)
                 except RedisUnavailable:
                     pass
         if refused:
@@ -167,6 +194,6 @@ class RateLimitMiddleware:
                 status=429,
             )
         else:
-            response = self.get_response(request)
+            response = yield Call(self.get_response, request)
         apply_rate_limit_headers(response, decisions)
         return response

@@ -21,9 +21,9 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.connection import guarded, is_cluster
+from drf_redis_toolkit.connection import aguarded, guarded, is_cluster
 from drf_redis_toolkit.rates import Limit
-from drf_redis_toolkit.scripts import get_script, run_script, run_script_direct
+from drf_redis_toolkit.scripts import arun_script, get_script, run_script, run_script_direct
 
 #: The two algorithms: an exact log of requests, or weighted fixed-window counters.
 LOG = "sw"
@@ -186,6 +186,43 @@ def decide_one(question: Question) -> Decision:
     return _answer(question, raw, question.record)
 
 
+async def adecide_one(question: Question) -> Decision:
+    """``decide_one`` on the event loop's async client: the same script, the same answer."""
+    async with aguarded() as client:
+        raw = await arun_script(_SCRIPTS[question.kind], client, [question.key], question.args)
+    return _answer(question, raw, question.record)
+
+
+class Decide:
+    """A step (``drivers``): decide one question, sync or on the loop."""
+
+    __slots__ = ("question",)
+
+    def __init__(self, question: Question) -> None:
+        self.question = question
+
+    def run(self) -> Decision:
+        return decide_one(self.question)
+
+    async def arun(self) -> Decision:
+        return await adecide_one(self.question)
+
+
+class Undo:
+    """A step (``drivers``): take admitted decisions back, sync or on the loop."""
+
+    __slots__ = ("decisions",)
+
+    def __init__(self, decisions: Sequence[Decision]) -> None:
+        self.decisions = decisions
+
+    def run(self) -> None:
+        undo(self.decisions)
+
+    async def arun(self) -> None:
+        await aundo(self.decisions)
+
+
 def _round_call(questions: Sequence[Question]) -> tuple[str, list[str], list[int | str]]:
     """The script, keys and arguments deciding ``questions`` together (one slot)."""
     if len(questions) == 1:
@@ -273,14 +310,32 @@ def undo(decisions: Sequence[Decision]) -> None:
     if not todo:
         return
     with guarded() as client:
-        pipe = client.pipeline(transaction=False)
-        for decision in todo:
-            if decision.kind == LOG:
-                pipe.zrem(decision.key, *decision.recorded)
-            else:
-                for field_name in decision.recorded:
-                    pipe.hincrby(decision.key, field_name, -decision.cost)
-        pipe.execute()
+        _queue_undo(client.pipeline(transaction=False), todo).execute()
+    _undone(todo)
+
+
+async def aundo(decisions: Sequence[Decision]) -> None:
+    """``undo`` on the event loop's async client."""
+    todo = [d for d in decisions if d.allowed and d.recorded]
+    if not todo:
+        return
+    async with aguarded() as client:
+        await _queue_undo(client.pipeline(transaction=False), todo).execute()
+    _undone(todo)
+
+
+def _queue_undo(pipe: Any, todo: list[Decision]) -> Any:
+    """Queue the commands taking ``todo`` back on ``pipe`` (sync or async)."""
+    for decision in todo:
+        if decision.kind == LOG:
+            pipe.zrem(decision.key, *decision.recorded)
+        else:
+            for field_name in decision.recorded:
+                pipe.hincrby(decision.key, field_name, -decision.cost)
+    return pipe
+
+
+def _undone(todo: list[Decision]) -> None:
     for decision in todo:
         decision.recorded = []
         for state in decision.limits:  # the headers then report what is really left

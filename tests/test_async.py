@@ -109,8 +109,6 @@ def test_no_stale_read_after_an_acknowledged_async_write(backend):
 def test_redis_down_is_a_miss_on_an_async_view(backend, settings):
     if backend.is_real:
         settings.DRF_REDIS_TOOLKIT = {**backend.settings, "REDIS_URL": _dead_url()}
-        if backend.name == "cluster":
-            settings.DRF_REDIS_TOOLKIT["CLUSTER"] = True
     else:
         from tests import servers
 
@@ -140,3 +138,64 @@ def _dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"redis://127.0.0.1:{port}/0"
+
+
+# -- the middlewares on the async stack --------------------------------------------
+
+_TOOLKIT_MIDDLEWARE = [
+    "drf_redis_toolkit.middleware.RateLimitHeadersMiddleware",
+    "drf_redis_toolkit.middleware.RateLimitMiddleware",
+]
+
+
+def test_both_middlewares_declare_sync_and_async_and_stay_async_on_an_async_chain():
+    from asgiref.sync import iscoroutinefunction
+    from django.http import HttpResponse
+
+    from drf_redis_toolkit.middleware import RateLimitHeadersMiddleware, RateLimitMiddleware
+
+    async def async_view(request):
+        return HttpResponse("ok")
+
+    def sync_view(request):
+        return HttpResponse("ok")
+
+    for middleware in (RateLimitHeadersMiddleware, RateLimitMiddleware):
+        assert middleware.sync_capable and middleware.async_capable
+        assert iscoroutinefunction(middleware(async_view))
+        assert not iscoroutinefunction(middleware(sync_view))
+
+
+def test_rate_limit_rules_under_asgi_admit_exactly_the_limit(backend, settings):
+    rules = [{"path": r"^/async/counted/$", "rate": "3/min", "key": "ip"}]
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules}
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, *_TOOLKIT_MIDDLEWARE]
+    responses = [get("/async/counted/") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 3 + [429] * 2
+    assert responses[-1]["X-RateLimit-Limit"] == "3"
+    assert int(responses[-1]["Retry-After"]) >= 59
+    assert CALLS["async-counted"] == 1  # the other two admitted were cache hits
+
+
+def test_throttle_headers_under_asgi(backend, settings):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, *_TOOLKIT_MIDDLEWARE]
+    responses = [get("/async/throttled/") for _ in range(6)]
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    assert [r["X-RateLimit-Remaining"] for r in responses[:5]] == ["4", "3", "2", "1", "0"]
+    assert int(responses[-1]["Retry-After"]) >= 1
+
+
+def test_rate_limit_rules_under_asgi_fail_open_when_redis_is_down(backend, settings):
+    from tests import servers
+
+    rules = [{"path": r"^/async/counted/$", "rate": "1/min", "key": "ip"}]
+    dead = {"REDIS_URL": _dead_url()} if backend.is_real else {}
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules, **dead}
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, *_TOOLKIT_MIDDLEWARE]
+    servers.FAKE_SERVER.connected = False
+    try:
+        assert [get("/async/counted/").status_code for _ in range(3)] == [200] * 3
+        settings.DRF_REDIS_TOOLKIT = {**settings.DRF_REDIS_TOOLKIT, "FAIL_OPEN": False}
+        assert get("/async/counted/").status_code == 503
+    finally:
+        servers.FAKE_SERVER.connected = True
