@@ -409,13 +409,16 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, 
 class _ThreadedClient:
     """A sync client behind an awaitable face: each command runs in a worker thread.
 
-    For a ``CONNECTION_FACTORY`` without an ``ASYNC_CONNECTION_FACTORY``: the
-    toolkit cannot derive an async twin of an arbitrary client, and the event
-    loop must still never block on Redis.
+    For a ``CONNECTION_FACTORY`` without an ``ASYNC_CONNECTION_FACTORY`` (the
+    toolkit cannot derive an async twin of an arbitrary client), and for a
+    cluster (see ``build_async_client``): the event loop still never blocks on Redis.
     """
 
     def __init__(self, client: Any) -> None:
         self._client = client
+
+    def pipeline(self, **kwargs: Any) -> _ThreadedPipeline:
+        return _ThreadedPipeline(self._client.pipeline(**kwargs))
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
@@ -426,10 +429,28 @@ class _ThreadedClient:
         return call
 
 
+class _ThreadedPipeline:
+    """A sync pipeline: commands queue here, ``execute()`` runs in a worker thread."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    async def execute(self, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self._pipe.execute, **kwargs)
+
+
 def build_async_client() -> Any:
     """Build a ``redis.asyncio`` client from the current settings (no I/O happens here).
 
-    The same URL, cluster or sentinel choice and timeouts as ``build_client()``.
+    The same URL, sentinel choice and timeouts as ``build_client()``. A cluster
+    gets the sync cluster client in worker threads: redis-py 7's
+    ``redis.asyncio.cluster.RedisCluster`` with a ``socket_timeout`` fails
+    under concurrent connection set-up (``Connection closed by server``, then
+    ``AttributeError: 'NoneType' object has no attribute 'writelines'``, a 500),
+    see docs/async.md.
     """
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry as AsyncRetry
@@ -437,7 +458,7 @@ def build_async_client() -> Any:
     factory = toolkit_settings.ASYNC_CONNECTION_FACTORY
     if factory is not None:
         return (import_string(factory) if isinstance(factory, str) else factory)()
-    if toolkit_settings.CONNECTION_FACTORY is not None:
+    if toolkit_settings.CONNECTION_FACTORY is not None or toolkit_settings.CLUSTER:
         return _ThreadedClient(get_client())
     url = toolkit_settings.REDIS_URL
     kwargs = _connection_kwargs()
@@ -457,12 +478,6 @@ def build_async_client() -> Any:
             **kwargs,
         )
         return sentinel.master_for(toolkit_settings.SENTINEL_SERVICE_NAME, **url_kwargs)
-    if toolkit_settings.CLUSTER:
-        from redis.asyncio.cluster import RedisCluster as AsyncCluster
-
-        kwargs.pop("health_check_interval")
-        kwargs["retry"] = AsyncRetry(NoBackoff(), 1)
-        return AsyncCluster.from_url(url, **kwargs)
     return aredis.Redis.from_url(url, **kwargs)
 
 
