@@ -54,7 +54,9 @@ def sample_environment(
     """
     recorded = workdir / "database_url"
     database_url = (
-        recorded.read_text().strip() if recorded.exists() else f"sqlite:///{workdir / 'db.sqlite3'}"
+        recorded.read_text().strip()
+        if recorded.exists()
+        else f"sqlite:///{workdir / 'db.sqlite3'}"
     )
     return {
         **os.environ,

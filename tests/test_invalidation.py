@@ -458,7 +458,9 @@ def test_tag_rename_reaches_the_tagged_products(shop, catalog):
     assert gens.bumped() == set(gens.names)
 
 
-def test_a_pending_name_is_a_miss_in_this_process_and_nothing_is_stored(shop, catalog, monkeypatch):
+def test_a_pending_name_is_a_miss_in_this_process_and_nothing_is_stored(
+    shop, catalog, monkeypatch
+):
     """Names this process could not deliver yet: their entries may be stale, so never served."""
     from rest_framework.test import APIClient
 
