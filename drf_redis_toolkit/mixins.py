@@ -101,6 +101,20 @@ class InvalidateOnWriteMixin:
     changed in place is seen again after the action.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        try:
+            is_async = getattr(cls, "view_is_async", False) is True  # adrf, Django views
+        except ImproperlyConfigured:  # mixed sync and async handlers: Django says so itself
+            is_async = False
+        if is_async:
+            raise ImproperlyConfigured(
+                f"{cls.__qualname__}: {InvalidateOnWriteMixin.__name__} and the viewset mixins "
+                "built on it work on sync views only; on an adrf async view, invalidate with "
+                "signal rules (INVALIDATION) or invalidate_namespace() in transaction.on_commit "
+                "(docs/async.md)"
+            )
+
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method in SAFE_METHODS:
             return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]

@@ -200,3 +200,15 @@ def test_rate_limit_rules_under_asgi_fail_open_when_redis_is_down(backend, setti
         assert get("/async/counted/").status_code == 503
     finally:
         servers.FAKE_SERVER.connected = True
+
+
+def test_the_invalidating_viewset_mixins_refuse_an_adrf_async_viewset_by_name():
+    """They wrap ``dispatch()`` synchronously: on an async view that would be a 500 per write."""
+    from adrf.viewsets import ModelViewSet
+    from django.core.exceptions import ImproperlyConfigured
+
+    from drf_redis_toolkit.mixins import CartCacheMixin, ProductCacheMixin
+
+    for mixin in (ProductCacheMixin, CartCacheMixin):
+        with pytest.raises(ImproperlyConfigured, match="sync views only"):
+            type("AsyncWidgets", (mixin, ModelViewSet), {"queryset": CachedWidget.objects.all()})
