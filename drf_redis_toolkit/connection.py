@@ -195,6 +195,20 @@ def _connection_kwargs() -> dict[str, Any]:
     }
 
 
+def _sentinel_master(sentinel_class: Any, url: str, kwargs: dict[str, Any]) -> Any:
+    """The master client of ``SENTINELS`` (sync or ``redis.asyncio``, by ``sentinel_class``)."""
+    url_kwargs = {k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")}
+    sentinel = sentinel_class(
+        toolkit_settings.SENTINELS,
+        sentinel_kwargs={
+            "socket_timeout": kwargs["socket_timeout"],
+            "socket_connect_timeout": kwargs["socket_connect_timeout"],
+        },
+        **kwargs,
+    )
+    return sentinel.master_for(toolkit_settings.SENTINEL_SERVICE_NAME, **url_kwargs)
+
+
 def build_client() -> Any:
     """Build a redis-py client from the current settings (no I/O happens here)."""
     factory = toolkit_settings.CONNECTION_FACTORY
@@ -205,18 +219,7 @@ def build_client() -> Any:
     if toolkit_settings.SENTINELS:
         from redis.sentinel import Sentinel
 
-        url_kwargs = {
-            k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")
-        }
-        sentinel = Sentinel(
-            toolkit_settings.SENTINELS,
-            sentinel_kwargs={
-                "socket_timeout": kwargs["socket_timeout"],
-                "socket_connect_timeout": kwargs["socket_connect_timeout"],
-            },
-            **kwargs,
-        )
-        return sentinel.master_for(toolkit_settings.SENTINEL_SERVICE_NAME, **url_kwargs)
+        return _sentinel_master(Sentinel, url, kwargs)
     if toolkit_settings.CLUSTER:
         from redis.cluster import RedisCluster
 
@@ -466,18 +469,7 @@ def build_async_client() -> Any:
     if toolkit_settings.SENTINELS:
         from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
-        url_kwargs = {
-            k: v for k, v in parse_url(url).items() if k in ("db", "username", "password")
-        }
-        sentinel = AsyncSentinel(
-            toolkit_settings.SENTINELS,
-            sentinel_kwargs={
-                "socket_timeout": kwargs["socket_timeout"],
-                "socket_connect_timeout": kwargs["socket_connect_timeout"],
-            },
-            **kwargs,
-        )
-        return sentinel.master_for(toolkit_settings.SENTINEL_SERVICE_NAME, **url_kwargs)
+        return _sentinel_master(AsyncSentinel, url, kwargs)
     return aredis.Redis.from_url(url, **kwargs)
 
 

@@ -116,31 +116,45 @@ class Step(Protocol):
 Flow = Generator[Step, Any, T]
 
 
+class _Progress:
+    """Where a flow is: the answer (or error) of its last step, its result once done."""
+
+    __slots__ = ("error", "flow", "result", "value")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.value: Any = None
+        self.error: Exception | None = None
+        self.result: Any = None
+
+    def next_step(self) -> Step | None:
+        """Hand the last answer in; the next step, or ``None`` when the flow returned."""
+        try:
+            if self.error is None:
+                return self.flow.send(self.value)
+            return self.flow.throw(self.error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+
+
 def run_sync(flow: Flow[T]) -> T:
     """Carry ``flow`` out in this thread; its steps' exceptions are raised inside it."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    progress = _Progress(flow)
+    while (step := progress.next_step()) is not None:
         try:
-            step = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = step.run(), None
+            progress.value, progress.error = step.run(), None
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
-            value, error = None, exc
+            progress.value, progress.error = None, exc
+    return progress.result  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[T]) -> T:
     """Carry ``flow`` out on the running event loop, awaiting every step."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
+    progress = _Progress(flow)
+    while (step := progress.next_step()) is not None:
         try:
-            step = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = await step.arun(), None
+            progress.value, progress.error = await step.arun(), None
         except Exception as exc:  # noqa: BLE001 - handed to the flow, which decides
-            value, error = None, exc
+            progress.value, progress.error = None, exc
+    return progress.result  # type: ignore[no-any-return]

@@ -212,3 +212,47 @@ def test_the_invalidating_viewset_mixins_refuse_an_adrf_async_viewset_by_name():
     for mixin in (ProductCacheMixin, CartCacheMixin):
         with pytest.raises(ImproperlyConfigured, match="sync views only"):
             type("AsyncWidgets", (mixin, ModelViewSet), {"queryset": CachedWidget.objects.all()})
+
+
+# -- ASYNC_CONNECTION_FACTORY --------------------------------------------------------
+
+
+def test_async_connection_factory_is_validated_like_connection_factory():
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from drf_redis_toolkit.conf import toolkit_settings
+
+    with override_settings(DRF_REDIS_TOOLKIT={"ASYNC_CONNECTION_FACTORY": "nodots"}):
+        with pytest.raises(ImproperlyConfigured, match="ASYNC_CONNECTION_FACTORY"):
+            toolkit_settings.check()
+
+
+def test_without_an_async_factory_a_connection_factory_client_runs_in_worker_threads(settings):
+    """A CONNECTION_FACTORY alone: the async path uses that very client, off the loop."""
+    import threading
+
+    from tests import servers
+
+    settings.DRF_REDIS_TOOLKIT = {"CONNECTION_FACTORY": "tests.servers.fake_redis"}
+    threads: set[int] = set()
+    real_evalsha = servers.fakeredis.FakeRedis.evalsha
+
+    def evalsha(self, *args, **kwargs):
+        threads.add(threading.get_ident())
+        return real_evalsha(self, *args, **kwargs)
+
+    loop_threads: list[int] = []
+
+    async def fetch():
+        loop_threads.append(threading.get_ident())
+        first = await AsyncClient().get("/async/counted/")
+        second = await AsyncClient().get("/async/counted/")
+        return first, second, connection.get_async_client()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(servers.fakeredis.FakeRedis, "evalsha", evalsha)
+        first, second, client = async_to_sync(fetch)()
+    assert isinstance(client, connection._ThreadedClient)
+    assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+    assert threads and loop_threads[0] not in threads
