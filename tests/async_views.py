@@ -98,7 +98,28 @@ class AsyncThrottled(AsyncAPIView):
         return Response({"ok": True})
 
 
+class WideThrottle(AnonSlidingWindowThrottle):
+    scope = "async-wide"
+    rate = "5/min"
+
+
+class NarrowThrottle(AnonSlidingWindowThrottle):
+    scope = "async-narrow"
+    rate = "3/min"
+
+
+class AsyncTwoThrottles(AsyncAPIView):
+    """Two toolkit throttles in one round: a refusal by one takes back the other's count."""
+
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [WideThrottle, NarrowThrottle]
+
+    async def get(self, request: Any) -> Response:
+        return Response({"ok": True})
+
+
 urlpatterns = [
+    path("async/two-throttles/", AsyncTwoThrottles.as_view()),
     path("async/counted/", AsyncCounted.as_view()),
     path("async/user/", AsyncPerUser.as_view()),
     path("async/deco/", AsyncDecorated.as_view()),

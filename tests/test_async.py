@@ -256,3 +256,14 @@ def test_without_an_async_factory_a_connection_factory_client_runs_in_worker_thr
     assert isinstance(client, connection._ThreadedClient)
     assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
     assert threads and loop_threads[0] not in threads
+
+
+def test_two_throttles_in_one_async_round_count_only_admitted_requests(backend):
+    """adrf's own ``check_throttles``: a refusal still takes back the other throttle's count."""
+    from drf_redis_toolkit import keys as keyspace
+    from drf_redis_toolkit import ratelimit
+
+    codes = [get("/async/two-throttles/").status_code for _ in range(8)]
+    assert codes == [200] * 3 + [429] * 5
+    wide = keyspace.throttle_key(ratelimit.LOG, "async-wide", "ip:127.0.0.1")
+    assert backend.raw.zcard(wide) == 3
