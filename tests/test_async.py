@@ -267,3 +267,31 @@ def test_two_throttles_in_one_async_round_count_only_admitted_requests(backend):
     assert codes == [200] * 3 + [429] * 5
     wide = keyspace.throttle_key(ratelimit.LOG, "async-wide", "ip:127.0.0.1")
     assert backend.raw.zcard(wide) == 3
+
+
+def test_the_async_path_trips_and_closes_the_one_breaker(settings):
+    """An outage seen on the loop opens the breaker the sync code uses, and the
+    first async call after the cool-down probes, recovers and closes it."""
+    import time
+
+    from drf_redis_toolkit.exceptions import RedisUnavailable
+    from tests import servers
+    from tests.conftest import FAKE_SETTINGS
+
+    settings.DRF_REDIS_TOOLKIT = {**FAKE_SETTINGS, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    servers.FAKE_SERVER.connected = False
+    try:
+        assert get("/async/counted/")["X-Cache"] == "MISS"
+        breaker = connection.get_breaker()
+        assert breaker.is_open
+        with pytest.raises(RedisUnavailable, match="circuit breaker is open"):
+            with connection.guarded():
+                pass
+    finally:
+        servers.FAKE_SERVER.connected = True
+    deadline = time.monotonic() + 10
+    while breaker.is_tripped and time.monotonic() < deadline:
+        get("/async/counted/")
+        time.sleep(0.05)
+    assert not breaker.is_tripped
+    assert get("/async/counted/")["X-Cache"] == "HIT"
