@@ -87,6 +87,16 @@ class AsyncAnonThrottle(AnonSlidingWindowThrottle):
     rate = "5/min"
 
 
+class AsyncWidgetSignals(AsyncWidget):
+    """The same detail, written with ``asave()``: only the signal rules invalidate."""
+
+    async def put(self, request: Any, pk: int) -> Response:
+        widget = await CachedWidget.objects.aget(pk=pk)
+        widget.price = request.data["price"]
+        await widget.asave()
+        return Response({"price": request.data["price"]})
+
+
 class AsyncThrottled(AsyncAPIView):
     """The toolkit's throttle on an adrf view (``async-throttle`` scope)."""
 
@@ -124,5 +134,6 @@ urlpatterns = [
     path("async/user/", AsyncPerUser.as_view()),
     path("async/deco/", AsyncDecorated.as_view()),
     path("async/widget/<int:pk>/", AsyncWidget.as_view()),
+    path("async/widget-signals/<int:pk>/", AsyncWidgetSignals.as_view()),
     path("async/throttled/", AsyncThrottled.as_view()),
 ]

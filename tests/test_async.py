@@ -295,3 +295,24 @@ def test_the_async_path_trips_and_closes_the_one_breaker(settings):
         time.sleep(0.05)
     assert not breaker.is_tripped
     assert get("/async/counted/")["X-Cache"] == "HIT"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signal_rules_invalidate_an_async_write(backend):
+    """``asave()`` from an async view: the model signals' rules reach Redis before the answer."""
+    from drf_redis_toolkit import invalidation
+
+    invalidation.register(CachedWidget, namespaces=["awidget:{id}"])
+    try:
+        widget = CachedWidget.objects.create(name="w", price="1.00")
+        path = f"/async/widget-signals/{widget.pk}/"
+        assert get(path).json() == {"price": "1.00"}
+        assert get(path)["X-Cache"] == "HIT"
+        for price in ("2.00", "3.00"):
+            put = async_to_sync(AsyncClient().put)(
+                path, {"price": price}, content_type="application/json"
+            )
+            assert put.status_code == 200
+            assert get(path).json() == {"price": price}
+    finally:
+        invalidation.unregister(CachedWidget)
