@@ -172,3 +172,32 @@ def test_redis_down_never_answers_5xx(transactional_db):
         down.stop()
     assert {r.status_code for r in responses} == {200}
     assert {r.headers.get("X-Cache") for r in responses[:2]} == {"MISS"}
+
+
+def test_redis_killed_under_the_server_then_back(transactional_db):
+    """Pooled async connections die with the server: misses (no 5xx), then hits again."""
+    from tests import servers
+
+    redis_process = servers.start_redis()
+    toolkit = {"REDIS_URL": redis_process.url, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    server = Server(toolkit, connection.settings_dict["NAME"])
+    try:
+        paths = ["/async/counted/", "/async/deco/"] * 6
+        before = gather(server, lambda c: [c.get(p) for p in paths])
+        assert {r.status_code for r in before} == {200}
+        redis_process.stop()
+        during = gather(server, lambda c: [c.get(p) for p in paths])
+        assert {r.status_code for r in during} == {200}, server.errors()
+        assert {r.headers["X-Cache"] for r in during} == {"MISS"}
+        redis_process.restart()
+        statuses: list[str] = []
+        deadline = time.monotonic() + 20
+        while statuses[-2:] != ["HIT", "HIT"] and time.monotonic() < deadline:
+            response = gather(server, lambda c: [c.get("/async/deco/")])[0]
+            assert response.status_code == 200, server.errors()
+            statuses.append(response.headers["X-Cache"])
+            time.sleep(0.05)
+        assert statuses[-2:] == ["HIT", "HIT"], statuses
+    finally:
+        server.stop()
+        redis_process.stop()
