@@ -316,3 +316,34 @@ def test_signal_rules_invalidate_an_async_write(backend):
             assert get(path).json() == {"price": price}
     finally:
         invalidation.unregister(CachedWidget)
+
+
+def test_the_async_client_follows_sentinels(settings):
+    """``SENTINELS``: the async path asks the sentinels for the master, as the sync one does."""
+    import redis.asyncio
+
+    from tests import servers
+
+    if servers.redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    setup = servers.start_sentinel_setup()
+    try:
+        settings.DRF_REDIS_TOOLKIT = {
+            "SENTINELS": setup.sentinels,
+            "SENTINEL_SERVICE_NAME": setup.service_name,
+        }
+
+        async def fetch():
+            first = await AsyncClient().get("/async/counted/")
+            second = await AsyncClient().get("/async/counted/")
+            return first, second, connection.get_async_client()
+
+        first, second, client = async_to_sync(fetch)()
+        assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+        assert isinstance(client, redis.asyncio.Redis)
+        assert type(client.connection_pool).__name__ == "SentinelConnectionPool"
+        master = setup.master.client()
+        assert any(key.startswith(b"drt:c:") for key in master.scan_iter(count=1000))
+        master.close()
+    finally:
+        setup.stop()
