@@ -347,3 +347,12 @@ def test_the_async_client_follows_sentinels(settings):
         master.close()
     finally:
         setup.stop()
+
+
+def test_head_on_an_async_view_is_answered_from_the_get_entry(backend):
+    assert get("/async/counted/")["X-Cache"] == "MISS"
+    head = async_to_sync(AsyncClient().head)("/async/counted/")
+    assert head.status_code == 200
+    assert head["X-Cache"] == "HIT"
+    assert head.content == b""
+    assert CALLS["async-counted"] == 1
