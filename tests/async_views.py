@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -97,6 +98,25 @@ class AsyncWidgetSignals(AsyncWidget):
         return Response({"price": request.data["price"]})
 
 
+class OwnerOnly(permissions.BasePermission):
+    def has_object_permission(self, request: Any, view: Any, obj: Any) -> bool:
+        return bool(obj.owner_id is not None and obj.owner_id == request.user.pk)
+
+
+class AsyncOwnedWidget(CacheResponseMixin, AsyncGenericAPIView):
+    """A shared entry behind an object permission: every hit re-checks it (``get_object()``)."""
+
+    permission_classes = [OwnerOnly]
+    queryset = CachedWidget.objects.all()
+    cache_namespace = "async-owned"
+    cache_per_user = False
+
+    async def get(self, request: Any, pk: int) -> Response:
+        ran("async-owned")
+        widget = await self.aget_object()
+        return Response({"name": widget.name})
+
+
 class AsyncThrottled(AsyncAPIView):
     """The toolkit's throttle on an adrf view (``async-throttle`` scope)."""
 
@@ -136,4 +156,5 @@ urlpatterns = [
     path("async/widget/<int:pk>/", AsyncWidget.as_view()),
     path("async/widget-signals/<int:pk>/", AsyncWidgetSignals.as_view()),
     path("async/throttled/", AsyncThrottled.as_view()),
+    path("async/owned/<int:pk>/", AsyncOwnedWidget.as_view()),
 ]

@@ -356,3 +356,21 @@ def test_head_on_an_async_view_is_answered_from_the_get_entry(backend):
     assert head["X-Cache"] == "HIT"
     assert head.content == b""
     assert CALLS["async-counted"] == 1
+
+
+@pytest.mark.django_db
+def test_a_hit_on_an_async_generic_view_rechecks_object_permissions(backend):
+    """The shared entry is served to its owner only: ``get_object()`` runs on every hit."""
+    owner = User.objects.create_user("owner", password="x")
+    other = User.objects.create_user("other", password="x")
+    widget = CachedWidget.objects.create(name="mine", owner=owner)
+
+    def as_user(user):
+        client = AsyncClient()
+        async_to_sync(client.aforce_login)(user)
+        return async_to_sync(client.get)(f"/async/owned/{widget.pk}/")
+
+    assert as_user(owner).json() == {"name": "mine"}
+    assert as_user(owner)["X-Cache"] == "HIT"
+    assert as_user(other).status_code == 403
+    assert CALLS["async-owned"] == 1
