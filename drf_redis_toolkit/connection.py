@@ -461,7 +461,7 @@ def build_async_client() -> Any:
     factory = toolkit_settings.ASYNC_CONNECTION_FACTORY
     if factory is not None:
         return (import_string(factory) if isinstance(factory, str) else factory)()
-    if toolkit_settings.CONNECTION_FACTORY is not None or toolkit_settings.CLUSTER:
+    if _threaded():
         return _ThreadedClient(get_client())
     url = toolkit_settings.REDIS_URL
     kwargs = _connection_kwargs()
@@ -471,6 +471,13 @@ def build_async_client() -> Any:
 
         return _sentinel_master(AsyncSentinel, url, kwargs)
     return aredis.Redis.from_url(url, **kwargs)
+
+
+def _threaded() -> bool:
+    """Whether the async path runs the sync client in worker threads (``build_async_client``)."""
+    return toolkit_settings.ASYNC_CONNECTION_FACTORY is None and bool(
+        toolkit_settings.CONNECTION_FACTORY is not None or toolkit_settings.CLUSTER
+    )
 
 
 def get_async_client() -> Any:
@@ -501,6 +508,9 @@ class aguarded:  # used like a function: ``async with aguarded() as client:``
             if not breaker.allow():
                 raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
             await asyncio.to_thread(_probe, breaker)
+        elif state.client is None and _threaded():
+            # Building a cluster client reads the slot map: not on the loop.
+            await asyncio.to_thread(get_client)
         try:
             return get_async_client()
         except BUILD_ERRORS as exc:
