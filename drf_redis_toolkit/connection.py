@@ -104,9 +104,26 @@ class _State:
         self.pid: int | None = None
         self.breaker = CircuitBreaker(0)
         self.generation = 0
+        self.counts = {"failures": 0, "timeouts": 0, "skips": 0}
 
 
 _state = _State()
+
+
+def stats() -> dict[str, int]:
+    """How often Redis failed (``timeouts`` of them socket timeouts) or was skipped by the breaker.
+
+    Counted by ``guarded()`` since the process started (or ``reset_stats()``): tests and
+    operators can tell "one timeout, then skipped" from "a timeout on every request"
+    without timing anything. Only the failure paths count, never a successful call
+    (plain increments: under many failing threads at once a count may come out low).
+    """
+    return dict(_state.counts)
+
+
+def reset_stats() -> None:
+    """Start the counts of ``stats()`` from zero."""
+    _state.counts = dict.fromkeys(_state.counts, 0)
 
 
 def _connection_kwargs() -> dict[str, Any]:
@@ -213,6 +230,7 @@ class guarded:  # used like a function: ``with guarded() as client:``
         client = get_client()
         self.breaker = breaker = _state.breaker
         if breaker._tripped and not breaker.allow():
+            _state.counts["skips"] += 1
             raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
         return client
 
@@ -224,6 +242,10 @@ class guarded:  # used like a function: ``with guarded() as client:``
                 breaker.record_success()
             return
         if issubclass(exc_type, CONNECTION_ERRORS):
+            counts = _state.counts
+            counts["failures"] += 1
+            if issubclass(exc_type, redis.TimeoutError | TimeoutError):
+                counts["timeouts"] += 1
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",

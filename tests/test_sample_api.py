@@ -364,17 +364,21 @@ def test_cart_writes_are_seen_by_the_next_cart_read(real_shop, catalog, users):
 def test_a_price_change_shows_in_every_cart_holding_the_product(real_shop, catalog, users):
     product = catalog.products[0]
     ann = client_for(users["ann"])
-    ann.post("/api/cart/items/", {"product": product.pk, "quantity": 2}, format="json")
+    added = ann.post("/api/cart/items/", {"product": product.pk, "quantity": 2}, format="json")
+    assert added.status_code == 201
     warm(ann, "/api/cart/")
-    client_for(users["admin"]).patch(detail(product), {"price": "50.00"}, format="json")
+    changed = client_for(users["admin"]).patch(detail(product), {"price": "50.00"}, format="json")
+    assert changed.status_code == 200
     cart = get(ann, "/api/cart/").json()
     assert (cart["items"][0]["unit_price"], cart["total_price"]) == ("50.00", "100.00")
 
 
 def test_a_cart_deleted_with_its_user_is_invalidated(real_shop, catalog, users):
     ann = client_for(users["ann"])
-    ann.post("/api/cart/items/", {"product": catalog.products[0].pk}, format="json")
+    added = ann.post("/api/cart/items/", {"product": catalog.products[0].pk}, format="json")
+    assert added.status_code == 201
     warm(ann, "/api/cart/")
+    assert len(get(ann, "/api/cart/").json()["items"]) == 1  # cached with the item
     Cart.objects.filter(user=users["ann"]).delete()
     assert get(ann, "/api/cart/").json()["items"] == []
 

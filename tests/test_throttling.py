@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit
-from drf_redis_toolkit.rates import parse_rate
+from drf_redis_toolkit.rates import Limit, parse_rate
 from drf_redis_toolkit.throttling import (
     AnonSlidingWindowCounterThrottle,
     AnonSlidingWindowThrottle,
@@ -81,20 +82,116 @@ def test_keys_share_one_hash_tag_and_expire(backend):
     assert 3590 <= backend.raw.ttl(key) <= 3600
 
 
-def test_sliding_not_fixed_across_a_window_boundary(backend):
-    """A fixed window would admit again right after its boundary; a sliding one must not."""
-    throttle = make_throttle(SlidingWindowThrottle, "3/2s")
-    start = server_time(backend.raw)
-    assert [hit(throttle)[0] for _ in range(3)] == [True] * 3
-    boundary = (int(start) // 2 + 1) * 2  # the next fixed 2 s window starts here
-    deadline = time.monotonic() + 3
-    while server_time(backend.raw) < boundary + 0.05 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if server_time(backend.raw) < start + 1.9:
-        assert hit(throttle)[0] is False  # still inside the sliding window
-    while server_time(backend.raw) < start + 2.1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert hit(throttle)[0] is True
+def server_us(raw) -> int:
+    seconds, micros = raw.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def window_at(raw, phase: float) -> int:
+    """A window length (whole seconds) in which the server's clock now sits at ``phase``.
+
+    Fixed windows start at multiples of their length, so choosing the length chooses
+    where "now" falls inside one: a test gets the phase it needs without sleeping.
+    Windows of 1000 s and more move by well under 0.1% while a test runs.
+    """
+    now = server_time(raw)
+    for window in range(1000, 100_000):
+        if abs((now % window) / window - phase) < 0.01:
+            return window
+    raise AssertionError(f"no window puts {now} at phase {phase}")
+
+
+def counter_estimate(decision, window: int, prev: int, cur: int) -> float:
+    """What the counter must estimate: previous * (time left of the fixed window / w) + current."""
+    w_us = window * 1_000_000
+    start = decision.now_us // w_us * w_us
+    return prev * ((start + w_us - decision.now_us) / w_us) + cur
+
+
+@pytest.mark.parametrize("phase", [0.1, 0.5, 0.9])
+def test_counter_weights_the_previous_window_by_the_time_left(backend, phase):
+    """80 requests in the previous fixed window, 10 in this one: the estimate is 80 * left + 10."""
+    window = window_at(backend.raw, phase)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, mapping={f"{w_us}:{index - 1}": 80, f"{w_us}:{index}": 10})
+    limits = (Limit(100, window),)
+    probe = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits, record=False)
+    assert probe.now_us // w_us == index  # still the same fixed window
+    estimate = counter_estimate(probe, window, 80, 10)
+    assert estimate == pytest.approx(10 + 80 * (1 - phase), abs=1.0)
+    assert probe.limits[0].remaining == math.floor(100 - estimate)
+    # The largest cost that fits is admitted, one more is refused (each judged at its own now).
+    fits = probe.limits[0].remaining
+    for cost in (fits, fits + 1):
+        decision = ratelimit.decide(
+            ratelimit.COUNTER, "t", "ident:fixed", limits, cost=cost, record=False
+        )
+        expected = counter_estimate(decision, window, 80, 10) + cost <= 100
+        assert decision.allowed is expected, (cost, decision)
+        if not expected:
+            # Refused: retry when the previous window's weight has decayed enough to fit.
+            needed = (100 - cost - 10) / 80
+            start = decision.now_us // w_us * w_us
+            retry_us = math.ceil(start + w_us - needed * w_us - decision.now_us)
+            assert decision.limits[0].retry_after == pytest.approx(retry_us / 1e6, abs=2e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sliding_not_fixed_right_after_a_fixed_window_boundary(backend, variant):
+    """A full previous fixed window still blocks right after the boundary; a fixed window would not.
+
+    The clock is placed 10% into a fixed window by choosing the window's length; the
+    earlier requests are written just before the boundary, as the throttle would have.
+    """
+    base, kind = VARIANTS[variant]
+    window = window_at(backend.raw, 0.1)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    boundary = index * w_us
+    key = keyspace.throttle_key(kind, "t", "ident:fixed")
+    if kind == ratelimit.LOG:
+        backend.raw.zadd(key, {f"old:{i}": boundary - 1_000_000 + i for i in range(3)})
+    else:
+        backend.raw.hset(key, f"{w_us}:{index - 1}", 3)
+    allowed, refused = hit(make_throttle(base, f"3/{window}s"))
+    assert refused.decision.now_us // w_us == index
+    assert allowed is False
+    if kind == ratelimit.LOG:
+        oldest_leaves = boundary - 1_000_000 + window * 1_000_000
+        assert refused.wait() == pytest.approx((oldest_leaves - refused.decision.now_us) / 1e6)
+    else:
+        assert refused.wait() > 0
+
+
+def test_log_refuses_while_the_oldest_entry_is_just_inside_the_window(backend):
+    """An entry 0.9 s from the window's trailing edge still counts; one past the edge does not."""
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    limits = parse_rate("2/10s")
+    for _attempt in range(5):
+        backend.raw.delete(key)
+        now = server_us(backend.raw)
+        edge = now - 10_000_000 + 900_000
+        backend.raw.zadd(key, {"old:1": edge, "new:1": now - 1_000_000})
+        decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", limits)
+        if decision.now_us - 10_000_000 < edge:  # the script ran while it was still inside
+            break
+    else:
+        pytest.fail("the script never ran within 0.9 s of reading the clock")
+    assert decision.allowed is False
+    assert decision.limits[0].remaining == 0
+    expected = (edge + 10_000_000 - decision.now_us) / 1e6
+    assert decision.limits[0].retry_after == pytest.approx(expected, abs=1e-6)
+    assert backend.raw.zcard(key) == 2
+    # At the edge (score == now - window) an entry has left: it is trimmed, the request admitted.
+    backend.raw.delete(key)
+    now = server_us(backend.raw)
+    backend.raw.zadd(key, {"old:1": now - 10_000_000, "new:1": now - 1_000_000})
+    decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", limits)
+    assert decision.allowed is True
+    assert backend.raw.zrange(key, 0, -1)[0] == b"new:1"
+    assert backend.raw.zcard(key) == 2
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
