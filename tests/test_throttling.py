@@ -462,3 +462,78 @@ def test_scripts_are_reloaded_after_script_flush(backend):
     assert hit(throttle)[0] is True
     backend.raw.script_flush()
     assert [hit(throttle)[0] for _ in range(2)] == [True, False]
+
+
+# -- edges found by the Lua mutants (tests/lua_mutants.py) ------------------------------------
+
+
+def test_log_shorter_windows_count_only_their_own_span(backend):
+    """Entries 5 s old count for the minute, not for the second."""
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    now = server_us(backend.raw)
+    backend.raw.zadd(key, {f"old:{i}": now - 5_000_000 + i for i in range(3)})
+    decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", parse_rate("2/s,10/min"))
+    assert decision.allowed is True
+    second, minute = decision.limits
+    assert (second.window, second.remaining) == (1, 1)
+    assert (minute.window, minute.remaining) == (60, 6)
+
+
+def test_log_cost_equal_to_the_limit_waits_for_the_window_to_empty(backend):
+    throttle = make_throttle(SlidingWindowThrottle, "3/10s")
+    hit(throttle)
+    allowed, refused = hit(make_throttle(SlidingWindowThrottle, "3/10s", cost=3))
+    assert allowed is False
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    oldest = backend.raw.zrange(key, 0, 0, withscores=True)[0][1]
+    expected = (oldest + 10_000_000 - refused.decision.now_us) / 1e6
+    assert refused.wait() == pytest.approx(expected, abs=1e-6)
+    assert refused.wait() < 10
+
+
+def test_log_remaining_is_never_negative_under_a_lowered_rate(backend):
+    for _ in range(5):
+        hit(make_throttle(SlidingWindowThrottle, "10/min"))
+    allowed, refused = hit(make_throttle(SlidingWindowThrottle, "2/min"))
+    assert allowed is False
+    assert refused.decision.limits[0].remaining == 0
+
+
+def test_counter_cost_equal_to_the_limit_waits_for_the_previous_window_to_decay(backend):
+    """Nothing in this fixed window: a cost of the whole limit fits once the previous one left."""
+    window = window_at(backend.raw, 0.5)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, f"{w_us}:{index - 1}", 4)
+    limits = (Limit(10, window),)
+    decision = ratelimit.decide(
+        ratelimit.COUNTER, "t", "ident:fixed", limits, cost=10, record=False
+    )
+    assert decision.allowed is False
+    end_of_window = (index + 1) * w_us - decision.now_us
+    assert decision.limits[0].retry_after == pytest.approx(end_of_window / 1e6, abs=2e-6)
+
+
+def test_counter_keeps_the_previous_window_and_drops_older_ones(backend):
+    """The first request of a fixed window deletes older counters, never the previous one."""
+    window = window_at(backend.raw, 0.5)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, mapping={f"{w_us}:{index - 2}": 7, f"{w_us}:{index - 1}": 8})
+    limits = (Limit(100, window),)
+    first = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits)
+    assert first.now_us // w_us == index
+    fields = {k.decode(): int(v) for k, v in backend.raw.hgetall(key).items()}
+    assert fields == {f"{w_us}:{index - 1}": 8, f"{w_us}:{index}": 1}
+    second = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits, record=False)
+    estimate = counter_estimate(second, window, 8, 1)
+    assert second.limits[0].remaining == math.floor(100 - estimate)
+
+
+def test_counter_key_lives_for_two_windows(backend):
+    """The previous window's count is needed for one more window: the key outlives it."""
+    hit(make_throttle(SlidingWindowCounterThrottle, "5/min"))
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    assert 60_000 < backend.raw.pttl(key) <= 120_000
