@@ -46,8 +46,14 @@ THROTTLE_TESTS = (
     "tests/test_throttle_extras.py",
     "tests/test_ratelimit_headers.py",
 )
-CACHE_TESTS = ("tests/test_caching.py", "tests/test_mixins.py", "tests/test_caching_failures.py")
-GENERATION_TESTS = ("tests/test_generations.py", "tests/test_caching.py")
+EDGES = "tests/test_lua_edges.py"
+CACHE_TESTS = (
+    EDGES,
+    "tests/test_caching.py",
+    "tests/test_mixins.py",
+    "tests/test_caching_failures.py",
+)
+GENERATION_TESTS = (EDGES, "tests/test_generations.py", "tests/test_caching.py")
 #: The tests that cover each script.
 COVERING = {
     "sliding_window": THROTTLE_TESTS,
@@ -58,7 +64,7 @@ COVERING = {
     "generation_bump": GENERATION_TESTS,
     "generation_read": GENERATION_TESTS,
     "cache_stats_add": ("tests/test_caching.py",),
-    "popular_products": ("tests/test_client.py", "tests/test_seed_guide.py"),
+    "popular_products": (EDGES, "tests/test_client.py", "tests/test_seed_guide.py"),
 }
 
 _W = "sliding_window"
