@@ -49,6 +49,7 @@ THROTTLE_TESTS = (
 EDGES = "tests/test_lua_edges.py"
 CACHE_TESTS = (
     EDGES,
+    "tests/test_caching_options.py",
     "tests/test_caching.py",
     "tests/test_mixins.py",
     "tests/test_caching_failures.py",

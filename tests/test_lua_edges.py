@@ -71,3 +71,64 @@ def test_popular_products_leaves_no_scratch_key(backend):
     before = sorted(backend.raw.scan_iter(count=1000))
     assert get_popular_products() == [(1, 1)]
     assert sorted(backend.raw.scan_iter(count=1000)) == before
+
+
+# -- the cache scripts' contracts, called directly (their headers document them) -------------
+
+
+def _cache_keys():
+    entry = keyspace.cache_entry_key("edges", "material")
+    return keyspace.generation_key("edges"), entry, keyspace.cache_lock_key(entry)
+
+
+def _cache_get(client, offer="", token="me"):
+    from drf_redis_toolkit.scripts import get_script
+
+    gen_key, entry, lock = _cache_keys()
+    gen, value, state, _ = get_script("cache_get")(
+        keys=[gen_key, entry, lock], args=[token, 5000, "0", offer], client=client
+    )
+    return int(gen), value, int(state)
+
+
+def _unlock(client, token, pass_through_ms):
+    from drf_redis_toolkit.scripts import get_script
+
+    _, _, lock = _cache_keys()
+    return get_script("cache_unlock")(keys=[lock], args=[token, pass_through_ms], client=client)
+
+
+def test_cache_unlock_releases_only_its_own_lock_and_can_leave_a_pass_through(backend):
+    _, _, lock = _cache_keys()
+    backend.raw.set(lock, "holder", px=60_000)
+    assert _unlock(backend.raw, "someone-else", 1000) == 0
+    assert backend.raw.get(lock) == b"holder"
+    assert _unlock(backend.raw, "holder", 1000) == 1
+    assert backend.raw.get(lock) == b"!" and 0 < backend.raw.pttl(lock) <= 1000
+    # A miss that finds the pass-through marker runs the view at once (state 3).
+    assert _cache_get(backend.raw)[2] == 3
+    backend.raw.set(lock, "holder", px=60_000)
+    assert _unlock(backend.raw, "holder", 0) == 1
+    assert backend.raw.exists(lock) == 0
+
+
+def test_cache_get_deletes_an_entry_of_an_older_generation(backend):
+    gen, _, state = _cache_get(backend.raw)
+    assert state == 1  # a miss: the caller holds the lock
+    _, entry, lock = _cache_keys()
+    backend.raw.delete(lock)
+    backend.raw.set(entry, f"{gen - 1} 3 etag\nmeta\nbody")
+    assert _cache_get(backend.raw)[2] == 1
+    assert backend.raw.exists(entry) == 0
+
+
+def test_cache_get_answers_a_known_etag_without_the_body(backend):
+    gen, _, _ = _cache_get(backend.raw)
+    _, entry, lock = _cache_keys()
+    backend.raw.delete(lock)
+    stored = f"{gen} 3 etag-1\nmeta\n" + "body" * 100
+    backend.raw.set(entry, stored)
+    _, value, state = _cache_get(backend.raw, offer="etag-1")
+    assert (state, value) == (5, f"{gen} 3 etag-1\nmeta\n".encode())
+    _, value, state = _cache_get(backend.raw, offer="etag-2")
+    assert (state, value) == (0, stored.encode())

@@ -1,4 +1,4 @@
-"""ratelimit.py's own decisions, on every backend: what the mutants of ``make mutate`` showed unwatched."""
+"""ratelimit.py's own decisions on every backend: what `make mutate`'s mutants showed unwatched."""
 
 from __future__ import annotations
 
