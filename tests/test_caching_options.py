@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 from django.urls import path
 from django.utils import translation
-from rest_framework import permissions
+from rest_framework import permissions, serializers
+from rest_framework.generics import RetrieveAPIView
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
@@ -30,6 +31,8 @@ from drf_redis_toolkit.caching import (
     invalidate_view,
 )
 from drf_redis_toolkit.connection import get_client
+from tests.caching_views import IsOwner
+from tests.testapp.models import CachedWidget
 
 pytestmark = pytest.mark.django_db
 RUNS: Counter[str] = Counter()
@@ -112,7 +115,36 @@ class Refreshed(APIView):
         return Response({"n": RUNS["Refreshed"]})
 
 
+class TrustedPlain(Public):
+    """A plain APIView whose permissions check objects, declared safe to serve from the cache."""
+
+    permission_classes = [IsOwner]
+    cache_recheck_object_permissions = False
+
+
+class WidgetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CachedWidget
+        fields = ["id", "name"]
+
+
+class WidgetDetail(CacheResponseMixin, RetrieveAPIView):
+    """No object permission: by default a hit does not look the row up again."""
+
+    permission_classes = [permissions.AllowAny]
+    serializer_class = WidgetSerializer
+    queryset = CachedWidget.objects.all()
+    cache_per_user = False
+
+
+class RecheckedWidgetDetail(WidgetDetail):
+    cache_recheck_object_permissions = True  # a hit runs get_object() first
+
+
 urlpatterns = [
+    path("trusted/", TrustedPlain.as_view()),
+    path("widget/<int:pk>/", WidgetDetail.as_view()),
+    path("rechecked/<int:pk>/", RecheckedWidgetDetail.as_view()),
     path("public/", Public.as_view()),
     path("vetoed/", Vetoed.as_view()),
     path("never/", Never.as_view()),
@@ -253,3 +285,30 @@ def test_invalidate_view_names_accept_and_language(backend):
 def test_entry_and_lock_keys_share_a_slot(backend):
     entry = keyspace.cache_entry_key("named", "material")
     assert keyspace.cache_lock_key(entry).endswith(entry[len("drt:c:") :])
+
+
+def test_recheck_false_lets_a_plain_apiview_with_object_permissions_cache(backend):
+    assert statuses("/trusted/", 3) == ["MISS", "HIT", "HIT"]
+    assert RUNS["TrustedPlain"] == 1
+
+
+def test_recheck_true_looks_the_object_up_on_every_hit(backend):
+    widget = CachedWidget.objects.create(name="w")
+    client = APIClient()
+    for prefix in ("widget", "rechecked"):
+        assert client.get(f"/{prefix}/{widget.pk}/")["X-Cache"] == "MISS"
+        assert client.get(f"/{prefix}/{widget.pk}/")["X-Cache"] == "HIT"
+    pk = widget.pk
+    widget.delete()  # gone, without any invalidation
+    assert client.get(f"/widget/{pk}/").status_code == 200  # default: not looked up
+    assert client.get(f"/rechecked/{pk}/").status_code == 404  # re-checked: 404
+
+
+def test_empty_names_invalidate_nothing(backend):
+    from drf_redis_toolkit.invalidation import EMPTY, Names, names_for
+
+    assert not EMPTY and EMPTY == Names()
+    some = Names(namespaces=frozenset({"a"}), keys=frozenset({"k"}))
+    assert EMPTY | some == some == some | EMPTY
+    assert names_for([]) == EMPTY
+    assert names_for(CachedWidget(name="unregistered")) == EMPTY  # no rule for this model

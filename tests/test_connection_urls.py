@@ -110,3 +110,43 @@ def test_unix_socket_url(workdir):
             assert addresses == {f"{socket_path}:0"}, addresses
     finally:
         server.stop()
+
+
+def test_sentinel_with_a_password_and_a_db(redis_server):
+    """The password and db of REDIS_URL reach the master Sentinel names (the host is unused)."""
+    setup = servers.start_sentinel_setup()
+    try:
+        replica = setup.replica.client()
+        master = setup.master.client()
+        sentinel = setup.sentinel.client()
+        try:
+            replica.config_set("masterauth", "s3cret")
+            master.config_set("requirepass", "s3cret")
+            sentinel.execute_command("SENTINEL", "SET", setup.service_name, "auth-pass", "s3cret")
+        finally:
+            for client in (replica, master, sentinel):
+                client.close()
+        settings = {
+            "SENTINELS": setup.sentinels,
+            "SENTINEL_SERVICE_NAME": setup.service_name,
+            "REDIS_URL": "redis://:s3cret@unused/3",
+        }
+        with override_settings(DRF_REDIS_TOOLKIT=settings):
+            redis_client.set("via-sentinel", 1, timeout=60)
+            assert redis_client.get("via-sentinel") == 1
+            limits = parse_rate("1/min")
+            decisions = [ratelimit.decide(ratelimit.LOG, "s", "c", limits) for _ in range(2)]
+            assert [d.allowed for d in decisions] == [True, False]
+        raw3 = setup.master.client(password="s3cret", db=3)
+        raw0 = setup.master.client(password="s3cret", db=0)
+        try:
+            assert raw3.exists("drt:via-sentinel") == 1
+            assert raw0.dbsize() == 0  # nothing went to the default db
+        finally:
+            raw3.close()
+            raw0.close()
+        wrong = {**settings, "REDIS_URL": "redis://:wrong@unused/3"}
+        with override_settings(DRF_REDIS_TOOLKIT=wrong):
+            assert redis_client.ping() is False
+    finally:
+        setup.stop()
