@@ -316,6 +316,22 @@ def _missing(row: Any, fields: Sequence[str], what: str) -> str | None:
     return f"{what} lacks {absent}" if absent else None
 
 
+def _rows_problem(
+    payload: Any, fields: Sequence[str], rows: str, row_fields: Sequence[str], what: str
+) -> tuple[str, str] | None:
+    """An object with ``fields``, whose ``rows`` field is a list of objects with ``row_fields``."""
+    problem = _missing(payload, fields, what)
+    if problem:
+        return "bad-body", problem
+    if not isinstance(payload[rows], list):
+        return "bad-body", f"{what} {rows} is not a list"
+    for row in payload[rows]:
+        problem = _missing(row, row_fields, f"{what} row")
+        if problem:
+            return "bad-body", problem
+    return None
+
+
 def product_problem(payload: Any, product_id: int) -> tuple[str, str] | None:
     """A product detail answer: ``(violation, detail)`` if it is not product ``product_id``."""
     problem = _missing(payload, PRODUCT_FIELDS, "product")
@@ -330,15 +346,11 @@ def product_page_problem(
     payload: Any, page: int, category: int | None = None
 ) -> tuple[str, str] | None:
     """A product list page: page ``page`` (of ``category``, if given), made of products."""
-    problem = _missing(payload, ("count", "previous", "results"), "page")
+    problem = _rows_problem(
+        payload, ("count", "previous", "results"), "results", PRODUCT_FIELDS, "page"
+    )
     if problem:
-        return "bad-body", problem
-    if not isinstance(payload["results"], list):
-        return "bad-body", "results is not a list"
-    for row in payload["results"]:
-        problem = _missing(row, PRODUCT_FIELDS, "product row")
-        if problem:
-            return "bad-body", problem
+        return problem
     previous = payload["previous"]
     # DRF links page 2 back to the URL without ?page=, and page 1 to nothing.
     shown = None
@@ -365,16 +377,7 @@ def categories_problem(payload: Any) -> tuple[str, str] | None:
 
 
 def cart_problem(payload: Any) -> tuple[str, str] | None:
-    problem = _missing(payload, CART_FIELDS, "cart")
-    if problem:
-        return "bad-body", problem
-    if not isinstance(payload["items"], list):
-        return "bad-body", "cart items are not a list"
-    for row in payload["items"]:
-        problem = _missing(row, CART_ITEM_FIELDS, "cart item")
-        if problem:
-            return "bad-body", problem
-    return None
+    return _rows_problem(payload, CART_FIELDS, "items", CART_ITEM_FIELDS, "cart")
 
 
 def cart_item_problem(payload: Any, product_id: int | None = None) -> tuple[str, str] | None:
