@@ -31,6 +31,12 @@ def test_each_limit_reports_its_own_reset(backend, kind):
     assert (ten.window, hour.window) == (10, 3600)
     assert 0 < ten.reset <= 10
     assert 10 < hour.reset <= 3600
+    if kind == ratelimit.LOG:  # to the microsecond: when the oldest entry leaves each window
+        key = keyspace.throttle_key(kind, "e", "c")
+        oldest = backend.raw.zrange(key, 0, 0, withscores=True)[0][1]
+        for state in (ten, hour):
+            leaves = (oldest + state.window * 1_000_000 - decision.now_us) / 1_000_000
+            assert state.reset == pytest.approx(leaves, abs=1e-6)
     # Same remaining: the one that frees its slot later is the most restrictive.
     assert ten.remaining == hour.remaining == 4
     assert decision.most_restrictive() is hour
