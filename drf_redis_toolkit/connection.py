@@ -160,6 +160,7 @@ class _State:
         self.pid: int | None = None
         self.breaker = CircuitBreaker(0)
         self.generation = 0
+        self.counts = {"failures": 0, "timeouts": 0, "skips": 0}
 
 
 _state = _State()
@@ -180,6 +181,22 @@ def on_recovery(hook: Callable[[], bool]) -> Callable[[], bool]:
     if hook not in _recovery_hooks:
         _recovery_hooks.append(hook)
     return hook
+
+
+def stats() -> dict[str, int]:
+    """How often Redis failed (``timeouts`` of them socket timeouts) or was skipped by the breaker.
+
+    Counted by ``guarded()`` since the process started (or ``reset_stats()``): tests and
+    operators can tell "one timeout, then skipped" from "a timeout on every request"
+    without timing anything. Only the failure paths count, never a successful call
+    (plain increments: under many failing threads at once a count may come out low).
+    """
+    return dict(_state.counts)
+
+
+def reset_stats() -> None:
+    """Start the counts of ``stats()`` from zero."""
+    _state.counts = dict.fromkeys(_state.counts, 0)
 
 
 def _connection_kwargs() -> dict[str, Any]:
@@ -269,6 +286,7 @@ def get_client() -> Any:
         return client
     breaker = state.breaker
     if breaker._tripped and not breaker.allow() and not getattr(_local, "probing", False):
+        state.counts["skips"] += 1
         raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
     return _build(breaker)
 
@@ -365,6 +383,7 @@ class guarded:  # used like a function: ``with guarded() as client:``
         self.breaker = breaker = state.breaker
         if breaker._tripped and not getattr(_local, "probing", False):
             if not breaker.allow():
+                state.counts["skips"] += 1
                 raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
             return _probe(breaker)
         client = state.client
@@ -380,6 +399,10 @@ class guarded:  # used like a function: ``with guarded() as client:``
         if issubclass(exc_type, CONNECTION_ERRORS) or (
             issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
         ):
+            counts = _state.counts
+            counts["failures"] += 1
+            if issubclass(exc_type, redis.TimeoutError | TimeoutError):
+                counts["timeouts"] += 1
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",
