@@ -374,3 +374,24 @@ def test_a_hit_on_an_async_generic_view_rechecks_object_permissions(backend):
     assert as_user(owner)["X-Cache"] == "HIT"
     assert as_user(other).status_code == 403
     assert CALLS["async-owned"] == 1
+
+
+def test_async_views_use_the_redis_of_a_reused_django_cache(redis_server, settings):
+    """``DJANGO_CACHE_ALIAS``: the async path writes where the cache points, not to REDIS_URL."""
+    from django.core.cache import caches
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url},
+    }
+    settings.DRF_REDIS_TOOLKIT = {"DJANGO_CACHE_ALIAS": "shared", "KEY_PREFIX": "areuse"}
+    db5 = redis_server.client(db=5)
+    db5.flushdb()
+    try:
+        assert get("/async/counted/")["X-Cache"] == "MISS"
+        assert get("/async/counted/")["X-Cache"] == "HIT"
+        assert any(key.startswith(b"areuse:") for key in db5.scan_iter(count=1000))
+    finally:
+        db5.close()
+        caches["shared"].close()
