@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_api"
 
 
-def http(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
+def http(
+    url: str,
+    method: str = "GET",
+    body: dict | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+):
     """One request: ``(status, body bytes, headers, seconds)``; HTTP errors are answers too."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -31,6 +37,8 @@ def http(url: str, method: str = "GET", body: dict | None = None, token: str | N
         request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Token {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
