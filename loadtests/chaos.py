@@ -53,7 +53,7 @@ COOLDOWN = 5.0  # the toolkit's default CIRCUIT_BREAKER_COOLDOWN, used by the sa
 STALE_BOUND = 1.0  # seconds after the fault's end (see tests/chaos_checker.py)
 WARM_UP = 3.0
 FAULT_SECONDS = (1.5, 2.5)
-GAP_SECONDS = (COOLDOWN + 1.0, COOLDOWN + 2.5)
+GAP_SECONDS = (COOLDOWN + 1.0, COOLDOWN + 1.5)
 STANDALONE_KINDS = ("latency", "reset", "blackhole", "half_close")
 CLUSTER_KINDS = ("cut", "latency", "reset", "blackhole", "half_close")
 

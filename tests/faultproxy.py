@@ -20,7 +20,8 @@ flows after it is set, on connections old and new:
 - ``cut``: the node is unreachable: every open connection is reset and new ones are
   reset as soon as they are accepted (one proxy per cluster node cuts one node off).
 
-Counters (``connections``, ``bytes_up``, ``bytes_down``, ``resets``) let tests
+Counters (``connections``, ``bytes_up``, ``bytes_down``, ``resets``: replies cut,
+``swallowed``: chunks dropped by a blackhole or a half-close) let tests
 check that traffic really went through the proxy. Nothing here leaves 127.0.0.1.
 """
 
@@ -93,6 +94,7 @@ class FaultProxy:
         self.bytes_up = 0  # client -> Redis, forwarded
         self.bytes_down = 0  # Redis -> client, forwarded
         self.resets = 0
+        self.swallowed = 0  # chunks read and dropped (blackhole, half-close): attempts seen
         self._pairs: set[_Pair] = set()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
@@ -155,7 +157,6 @@ class FaultProxy:
             return
         self._pairs.discard(pair)
         if reset:
-            self.resets += 1
             _rst(pair.client)
         else:
             pair.client.transport.abort()
@@ -190,7 +191,10 @@ class FaultProxy:
             pair.half_closed = True
             if pair.client.can_write_eof():
                 pair.client.write_eof()
-        return kind in ("blackhole", "half_close")
+        if kind in ("blackhole", "half_close"):
+            self.swallowed += 1
+            return True
+        return False
 
     async def _pump_up(self, pair: _Pair, reader: asyncio.StreamReader) -> None:
         """Client -> Redis."""
@@ -201,9 +205,9 @@ class FaultProxy:
                     return
                 if self._swallow(pair) or pair.upstream is None:
                     continue
+                self.bytes_up += len(data)  # counted first: a test reading it saw the reply
                 pair.upstream.write(data)
                 await pair.upstream.drain()
-                self.bytes_up += len(data)
         except (OSError, asyncio.IncompleteReadError):
             pass
         self._drop(pair, reset=False)
@@ -221,16 +225,17 @@ class FaultProxy:
                 if fault.kind == "latency":
                     await asyncio.sleep((fault.ms + self.rng.uniform(0, fault.jitter_ms)) / 1000)
                 if fault.kind == "reset" and self.rng.random() < fault.probability:
+                    self.resets += 1  # counted before the client can see the reset
                     part = data[: max(1, len(data) // 2)] if len(data) > 1 else b""
+                    self.bytes_down += len(part)
                     pair.client.write(part)
                     await pair.client.drain()
-                    self.bytes_down += len(part)
                     await asyncio.sleep(0.005)  # let loopback deliver the part before the RST
                     self._drop(pair, reset=True)
                     return
+                self.bytes_down += len(data)
                 pair.client.write(data)
                 await pair.client.drain()
-                self.bytes_down += len(data)
         except (OSError, asyncio.IncompleteReadError):
             pass
         self._drop(pair, reset=False)

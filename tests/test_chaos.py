@@ -135,3 +135,42 @@ def test_added_latency_is_measured_per_fault_kind() -> None:
     slow = Record("read", 11.0, 11.3, 200, "MISS", {1: 1})
     latency = cc.latency_by_fault([*_clean(), slow], [FAULT])
     assert latency["blackhole"] == pytest.approx(0.3 - 0.01, abs=0.011)
+
+
+# -- the short seeded run (make chaos runs a longer one) -------------------------------------
+
+SHORT_SEED, SHORT_SECONDS = 20261202, 40.0
+
+
+def test_plan_is_seeded_bounded_and_covers_every_kind() -> None:
+    from loadtests import chaos
+
+    first = chaos.plan(SHORT_SEED, SHORT_SECONDS, chaos.STANDALONE_KINDS, 1)
+    assert first == chaos.plan(SHORT_SEED, SHORT_SECONDS, chaos.STANDALONE_KINDS, 1)
+    assert first != chaos.plan(SHORT_SEED + 1, SHORT_SECONDS, chaos.STANDALONE_KINDS, 1)
+    assert sorted(f.kind for f in first) == sorted(chaos.STANDALONE_KINDS)
+    for fault, following in zip(first, [*first[1:], None]):
+        end = fault.at + fault.seconds
+        next_start = following.at if following else SHORT_SECONDS
+        assert next_start - end >= chaos.COOLDOWN + 1  # a healthy gap longer than the cool-down
+    on_cluster = chaos.plan(SHORT_SEED, SHORT_SECONDS, chaos.CLUSTER_KINDS, 3)
+    assert "cut" in [f.kind for f in on_cluster]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_a_short_seeded_fault_schedule_under_load(topology: str, request, capsys) -> None:
+    from loadtests import chaos
+    from tests import servers
+    from tests.conftest import _unavailable
+
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    cluster = topology == "cluster"
+    report = chaos.run(SHORT_SEED, SHORT_SECONDS, cluster)
+    with capsys.disabled():
+        print(f"\nchaos ({topology}, seed {SHORT_SEED}): {report.measurements}")
+    assert report.ok, (
+        "\n".join(f"{v.check}: {v.detail}" for v in report.violations[:20])
+        + f"\nreproduce with: {chaos.reproduce_command(SHORT_SEED, SHORT_SECONDS, cluster)}"
+    )
