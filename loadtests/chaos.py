@@ -113,8 +113,14 @@ class Load:
         with self.lock:
             self.history.append(record)
 
-    def _call(self, path: str, method: str = "GET", body: Any = None, token: str | None = None,
-              forwarded: str | None = None) -> tuple[int, bytes, dict[str, str], float, float]:  # fmt: skip
+    def _call(
+        self,
+        path: str,
+        method: str = "GET",
+        body: Any = None,
+        token: str | None = None,
+        forwarded: str | None = None,
+    ) -> tuple[int, bytes, dict[str, str], float, float]:
         sent = self.clock()
         headers = {"X-Forwarded-For": forwarded} if forwarded else None
         try:
@@ -159,7 +165,9 @@ class Load:
             status, _, _, sent, answered = self._call(
                 f"/api/products/{product}/", "PATCH", {"price": price}, self.token
             )
-            self._record(Record("write", sent, answered, status, versions={product: versions[product]}))
+            self._record(
+                Record("write", sent, answered, status, versions={product: versions[product]})
+            )
             self.stop.wait(0.15)
 
     def abuser(self) -> None:
@@ -266,13 +274,16 @@ def render() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for run_ in runs:
-        latency = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in run_["added_latency_max_s"].items())
+        latency = ", ".join(
+            f"{k} {v * 1000:.0f} ms" for k, v in run_["added_latency_max_s"].items()
+        )
         lines.append(
             f"| {run_['topology']}, seed {run_['seed']}, {run_['duration_s']:g} s, "
             f"{run_['date']} | {', '.join(run_['faults'])} | {run_['requests']} "
             f"({run_['hits']} HIT, {run_['writes']} writes, abuser {run_['abuser_counted']} "
             f"counted + {run_['abuser_fail_open']} admitted by FAIL_OPEN) "
-            f"| {run_['server_errors']} | {run_['stale_reads']} / {run_['stale_window_max_s']:.3f} s "
+            f"| {run_['server_errors']} | {run_['stale_reads']} / "
+            f"{run_['stale_window_max_s']:.3f} s "
             f"| {run_['over_admission']} | {latency} | {'pass' if run_['ok'] else 'FAIL'} |"
         )
     worst = {

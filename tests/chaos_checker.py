@@ -160,9 +160,7 @@ def over_admission(
     return violations, worst
 
 
-def recovery(
-    history: list[Record], faults: list[FaultWindow], run_end: float
-) -> list[Violation]:
+def recovery(history: list[Record], faults: list[FaultWindow], run_end: float) -> list[Violation]:
     """After each fault, before the next (or the run's end): a HIT and an abuser 429."""
     violations: list[Violation] = []
     ordered = sorted(faults, key=lambda f: f.start)

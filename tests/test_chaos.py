@@ -149,7 +149,7 @@ def test_plan_is_seeded_bounded_and_covers_every_kind() -> None:
     assert first == chaos.plan(SHORT_SEED, SHORT_SECONDS, chaos.STANDALONE_KINDS, 1)
     assert first != chaos.plan(SHORT_SEED + 1, SHORT_SECONDS, chaos.STANDALONE_KINDS, 1)
     assert sorted(f.kind for f in first) == sorted(chaos.STANDALONE_KINDS)
-    for fault, following in zip(first, [*first[1:], None]):
+    for fault, following in zip(first, [*first[1:], None], strict=True):
         end = fault.at + fault.seconds
         next_start = following.at if following else SHORT_SECONDS
         assert next_start - end >= chaos.COOLDOWN + 1  # a healthy gap longer than the cool-down
