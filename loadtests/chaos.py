@@ -26,9 +26,13 @@ chaos section of ``docs/reliability.md`` from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import shutil
+import sqlite3
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -102,8 +106,11 @@ def _version(price: str) -> int:
 class Load:
     """The client threads and the history they record."""
 
-    def __init__(self, base: str, token: str, watched: list[int], seed: int) -> None:
+    def __init__(
+        self, base: str, token: str, watched: list[int], seed: int, bypass: Path | None = None
+    ) -> None:
         self.base, self.token, self.watched, self.seed = base, token, watched, seed
+        self.bypass = bypass  # a SQLite file: write there directly, behind the toolkit's back
         self.history: list[Record] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -162,9 +169,17 @@ class Load:
             n += 1
             versions[product] += 1
             price = f"{100 + versions[product]}.00"
-            status, _, _, sent, answered = self._call(
-                f"/api/products/{product}/", "PATCH", {"price": price}, self.token
-            )
+            if self.bypass is None:
+                status, _, _, sent, answered = self._call(
+                    f"/api/products/{product}/", "PATCH", {"price": price}, self.token
+                )
+            else:
+                sent = self.clock()
+                with contextlib.closing(sqlite3.connect(self.bypass, timeout=10)) as db, db:
+                    db.execute(
+                        "UPDATE catalog_product SET price = ? WHERE id = ?", (price, product)
+                    )
+                status, answered = 200, self.clock()
             self._record(
                 Record("write", sent, answered, status, versions={product: versions[product]})
             )
@@ -182,8 +197,14 @@ class Load:
             self.stop.wait(0.04)
 
 
-def run(seed: int, duration: float, cluster: bool, readers: int = 3) -> chaos_checker.Report:
-    """One chaos run; returns the checker's report (measurements included)."""
+def run(
+    seed: int, duration: float, cluster: bool, readers: int = 3, bypass: bool = False
+) -> chaos_checker.Report:
+    """One chaos run; returns the checker's report (measurements included).
+
+    ``bypass=True`` is the checker's own check: the writer updates the database
+    directly (no invalidation at all), so stale reads must be reported.
+    """
     setup: Proxied = proxied_cluster(seed) if cluster else proxied_redis(seed)
     env = {
         "SHOP_RATE_ANON": f"{ABUSER_LIMIT}/s",
@@ -191,6 +212,9 @@ def run(seed: int, duration: float, cluster: bool, readers: int = 3) -> chaos_ch
         "SHOP_NUM_PROXIES": "1",
         "REDIS_CLUSTER": "1" if cluster else "0",
     }
+    workdir = Path(tempfile.mkdtemp(prefix="drt-chaos-"))
+    database = workdir / "db.sqlite3"
+    env["DATABASE_URL"] = f"sqlite:///{database}"
     schedule = plan(seed, duration, CLUSTER_KINDS if cluster else STANDALONE_KINDS,
                     len(setup.proxies))  # fmt: skip
     faults: list[FaultWindow] = []
@@ -204,7 +228,7 @@ def run(seed: int, duration: float, cluster: bool, readers: int = 3) -> chaos_ch
                     base + f"/api/products/{product}/", "PATCH", {"price": "100.00"}, token
                 )
                 assert status == 200, body
-            load = Load(base, token, watched, seed)
+            load = Load(base, token, watched, seed, database if bypass else None)
             threads = [threading.Thread(target=load.reader, args=(i,)) for i in range(readers)]
             threads += [threading.Thread(target=load.writer), threading.Thread(target=load.abuser)]
             started = time.monotonic()
@@ -229,6 +253,7 @@ def run(seed: int, duration: float, cluster: bool, readers: int = 3) -> chaos_ch
             run_end = time.monotonic()
     finally:
         setup.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     report = chaos_checker.check(
         load.history,
         faults,

@@ -174,3 +174,18 @@ def test_a_short_seeded_fault_schedule_under_load(topology: str, request, capsys
         "\n".join(f"{v.check}: {v.detail}" for v in report.violations[:20])
         + f"\nreproduce with: {chaos.reproduce_command(SHORT_SEED, SHORT_SECONDS, cluster)}"
     )
+
+
+@pytest.mark.slow
+def test_the_run_reports_stale_reads_when_writes_bypass_invalidation() -> None:
+    """The whole pipeline can see a stale read: writes straight to the database are one."""
+    from loadtests import chaos
+    from tests import servers
+    from tests.conftest import _unavailable
+
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    report = chaos.run(SHORT_SEED, 9.0, cluster=False, bypass=True)  # too short for faults
+    assert report.measurements["faults"] == []
+    assert [v.check for v in report.violations if v.check != "stale"] == []
+    assert report.measurements["stale_reads"] > 0
