@@ -18,18 +18,15 @@ import pytest
 import redis
 from django.test import override_settings
 from redis.cluster import RedisCluster
-from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
-from rest_framework.views import APIView
 
-from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.connection import get_breaker, reset_connection
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import SlidingWindowThrottle
 from tests import servers
 from tests.conftest import _unavailable
 from tests.faultproxy import Fault, FaultProxy, Proxied, proxied_cluster, proxied_redis
+from tests.test_redis_faults import CachedView, ThrottledView  # 3/min per X-Client
 
 pytestmark = pytest.mark.slow
 factory = APIRequestFactory()
@@ -200,30 +197,6 @@ def test_cluster_clients_stay_behind_the_proxies_and_one_node_can_be_cut(
 
 
 # -- the toolkit through each fault ----------------------------------------------------------
-
-
-class OneClient(SlidingWindowThrottle):
-    scope = "proxy-faults"
-    rate = "3/min"
-
-    def get_cache_key(self, request, view):
-        return request.META.get("HTTP_X_CLIENT", "one-client")
-
-
-class ThrottledView(APIView):
-    throttle_classes = (OneClient,)
-    permission_classes = ()
-
-    def get(self, request):
-        return Response({"ok": True})
-
-
-class CachedView(CacheResponseMixin, APIView):
-    permission_classes = ()
-    cache_per_user = False
-
-    def get(self, request):
-        return Response({"payload": "z" * 3000})
 
 
 FAULTS = {
