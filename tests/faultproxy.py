@@ -147,6 +147,7 @@ class FaultProxy:
         if self._server is not None:
             self._server.close()
         await self._reset_all()
+        await asyncio.sleep(0.01)  # let the cancelled pumps finish before the loop stops
 
     async def _reset_all(self) -> None:
         for pair in list(self._pairs):
