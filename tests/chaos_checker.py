@@ -10,16 +10,19 @@ What is checked, and how it is judged:
 
 - **No 5xx**: every status below 500 (a request that got no answer at all counts as
   status 0 and is a violation too).
-- **No stale read beyond the bound**. A read *starts after* write *k* of a product when
-  it is sent after the write was acknowledged. It is stale if it shows a version older
-  than *k*. A write is *fault-affected* when a fault was active at some moment between
-  ``COOLDOWN`` seconds before it was sent and its acknowledgement (the invalidation
-  may have gone to the backlog or the outbox, or a breaker still open after the fault
-  may have skipped Redis). For a write that is not, every stale read is a violation
-  (the invalidation was delivered before the response). For a fault-affected write, a
-  stale read is a violation if it starts more than ``bound`` seconds after the later
-  of the acknowledgement and the end of the last fault that affected it. The stale
-  window measured is the longest such delay seen (0 when no stale read).
+- **No stale read beyond the bound** (the guarantee of ``docs/operations.md#guarantees``).
+  A read *starts after* write *k* of a product when it is sent after the write was
+  acknowledged; it is stale if it shows a version older than *k*. A write is
+  *fault-affected* when a fault was active at some moment between ``cooldown`` seconds
+  before it was sent and its acknowledgement (its delivery may have failed, or a
+  breaker still open after the fault may have skipped Redis). For a write that is not,
+  every stale read is a violation: the invalidation was delivered before the
+  response. For a fault-affected write, the names went to the outbox before the
+  response, and every process looks at the outbox at most ``POLL_INTERVAL`` (0.25 s)
+  after its previous look, plus one outbox query: a stale read is a violation when it
+  starts more than ``bound`` seconds after the acknowledgement, whether the fault is
+  over or not. The stale window measured is the longest delay from the acknowledgement
+  to a stale read's start (0 when there is none).
 - **No throttle over-admission**. The abuser's request is *counted* when its response
   carries the rate-limit headers of the abuser's scope (``X-RateLimit-Limit`` equal to
   that limit): the toolkit writes them only from a decision Redis returned. A request
@@ -85,17 +88,17 @@ def no_5xx(history: list[Record]) -> list[Violation]:
     ]
 
 
-def _affecting(write: Record, faults: list[FaultWindow], cooldown: float) -> float | None:
-    """End of the last fault active between ``sent - cooldown`` and the acknowledgement."""
-    ends = [f.end for f in faults if f.start <= write.answered and f.end >= write.sent - cooldown]
-    return max(ends) if ends else None
+def _affecting(write: Record, faults: list[FaultWindow], cooldown: float) -> FaultWindow | None:
+    """The last fault active between ``sent - cooldown`` and the acknowledgement, if any."""
+    active = [f for f in faults if f.start <= write.answered and f.end >= write.sent - cooldown]
+    return max(active, key=lambda f: f.end) if active else None
 
 
 def stale_reads(
     history: list[Record], faults: list[FaultWindow], *, bound: float, cooldown: float
 ) -> tuple[list[Violation], float, int]:
     """``(violations, longest stale window, stale reads in total)``; see the module doc."""
-    writes: dict[int, list[tuple[float, int, float | None]]] = defaultdict(list)
+    writes: dict[int, list[tuple[float, int, FaultWindow | None]]] = defaultdict(list)
     for record in history:
         if record.role == "write" and 200 <= record.status < 300:
             for product, version in record.versions.items():
@@ -112,18 +115,17 @@ def stale_reads(
             if not newer:
                 continue
             stale += 1
-            acked, version, fault_end = max(newer, key=lambda w: w[1])
-            since = max(acked, fault_end) if fault_end is not None else acked
-            delay = read.sent - since
+            acked, version, fault = max(newer, key=lambda w: w[1])
+            delay = read.sent - acked
             window = max(window, delay)
-            if fault_end is None or delay > bound:
-                why = "after a fault" if fault_end is not None else "no fault near the write"
+            if fault is None or delay > bound:
+                why = f"during/after {fault.kind}" if fault else "no fault near the write"
                 violations.append(
                     Violation(
                         "stale",
                         f"read sent at {read.sent:.3f}s ({read.cache}) showed product "
-                        f"{product} v{shown}; v{version} acknowledged at {acked:.3f}s "
-                        f"({why}; {delay:.3f}s after the point the bound counts from)",
+                        f"{product} v{shown}; v{version} acknowledged at {acked:.3f}s, "
+                        f"{delay:.3f}s before the read ({why}; bound {bound}s)",
                     )
                 )
     return violations, window, stale
