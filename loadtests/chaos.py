@@ -307,8 +307,10 @@ def render() -> None:
         lines.append(
             f"| {run_['topology']}, seed {run_['seed']}, {run_['duration_s']:g} s, "
             f"{run_['date']} | {', '.join(run_['faults'])} | {run_['requests']} "
-            f"({run_['hits']} HIT, {run_['writes']} writes, abuser {run_['abuser_counted']} "
-            f"counted + {run_['abuser_fail_open']} admitted by FAIL_OPEN) "
+            f"({run_['hits']} HIT, {run_['writes']} writes, "
+            f"{run_.get('fault_affected_writes', '?')} of them near a fault, abuser "
+            f"{run_['abuser_counted']} "
+            f"decided by Redis + {run_['abuser_fail_open']} admitted by FAIL_OPEN) "
             f"| {run_['server_errors']} | {run_['stale_reads']} / "
             f"{run_['stale_window_max_s']:.3f} s "
             f"| {run_['over_admission']} | {latency} | {'pass' if run_['ok'] else 'FAIL'} |"

@@ -227,6 +227,9 @@ def check(
         "requests": len(history),
         "reads": sum(1 for r in history if r.role == "read"),
         "writes": sum(1 for r in history if r.role == "write"),
+        "fault_affected_writes": sum(
+            1 for r in history if r.role == "write" and _affecting(r, faults, cooldown) is not None
+        ),
         "abuser_requests": sum(1 for r in history if r.role == "abuse"),
         "abuser_counted": counted,
         "abuser_fail_open": sum(
