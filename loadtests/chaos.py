@@ -290,9 +290,8 @@ def record(measurements: dict[str, Any], ok: bool) -> None:
     render()
 
 
-def render() -> None:
-    """Rewrite the chaos section of docs/reliability.md from docs/data/chaos.json."""
-    runs = json.loads(DATA.read_text())["runs"]
+def rewrite(page: str, runs: list[dict[str, Any]]) -> str:
+    """``page`` with its chaos block written from ``runs`` (``docs/data/chaos.json``)."""
     lines = [
         BEGIN,
         "",
@@ -328,10 +327,15 @@ def render() -> None:
         "",
         END,
     ]
-    text = RELIABILITY.read_text()
-    head, _, rest = text.partition(BEGIN)
+    head, _, rest = page.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    RELIABILITY.write_text(head + "\n".join(lines) + tail)
+    return head + "\n".join(lines) + tail
+
+
+def render() -> None:
+    """Rewrite the chaos block of docs/reliability.md from docs/data/chaos.json."""
+    runs = json.loads(DATA.read_text())["runs"]
+    RELIABILITY.write_text(rewrite(RELIABILITY.read_text(), runs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of load")
     parser.add_argument("--cluster", action="store_true", help="a 3-master cluster")
     parser.add_argument("--record", action="store_true", help="append to docs/data/chaos.json")
+    parser.add_argument("--render", action="store_true", help="only regenerate the docs block")
     args = parser.parse_args(argv)
+    if args.render:
+        render()
+        return 0
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos: seed {seed}, {args.duration:g} s, {'cluster' if args.cluster else 'standalone'}")
     report = run(seed, args.duration, args.cluster)

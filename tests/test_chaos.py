@@ -138,6 +138,20 @@ def test_added_latency_is_measured_per_fault_kind() -> None:
     assert latency["blackhole"] == pytest.approx(0.3 - 0.01, abs=0.011)
 
 
+def test_the_chaos_block_of_the_docs_is_rendered_from_the_recorded_runs() -> None:
+    import json
+
+    from loadtests import chaos
+
+    page = chaos.RELIABILITY.read_text()
+    runs = json.loads(chaos.DATA.read_text())["runs"]
+    assert chaos.BEGIN in page and chaos.END in page and runs
+    assert page == chaos.rewrite(page, runs), (
+        "docs/reliability.md differs from docs/data/chaos.json: run `make chaos` "
+        "(or `python loadtests/chaos.py --render`), never edit the figures by hand"
+    )
+
+
 # -- the short seeded run (make chaos runs a longer one) -------------------------------------
 
 SHORT_SEED, SHORT_SECONDS = 20261202, 40.0
