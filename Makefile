@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load load-plots chaos clean
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots reliability-docs chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ load: $(STAMP)
 ## PNG plots from loadtests/results/sweep.json into docs/img/.
 load-plots: $(STAMP)
 	$(BIN)/python loadtests/plot.py
+
+## Run the outage tests, record their measurements, and rewrite the measured block of docs/reliability.md.
+reliability-docs: $(STAMP)
+	rm -f docs/data/reliability.json
+	DRT_MEASUREMENTS=docs/data/reliability.json DRT_STALE_RUNS=10 $(BIN)/python -m pytest -q -p no:randomly tests/test_outage_under_load.py
+	$(BIN)/python tests/render_reliability.py
 
 ## Response-caching benchmark against drf-extensions and cache_page (pinned to CPU 0, then unpinned).
 bench-cache: $(STAMP)

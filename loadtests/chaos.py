@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -214,14 +213,13 @@ def run(
         "SHOP_NUM_PROXIES": "1",
         "REDIS_CLUSTER": "1" if cluster else "0",
     }
-    workdir = Path(tempfile.mkdtemp(prefix="drt-chaos-"))
-    database = workdir / "db.sqlite3"
-    env["DATABASE_URL"] = f"sqlite:///{database}"
+    workdir = Path(tempfile.mkdtemp(prefix="drt-chaos-"))  # removed by sample_api
+    database = workdir / "db.sqlite3"  # sample_environment's SQLite file
     schedule = plan(seed, duration, CLUSTER_KINDS if cluster else STANDALONE_KINDS,
                     len(setup.proxies))  # fmt: skip
     faults: list[FaultWindow] = []
     try:
-        with sample_api(setup.url, workers=2, threads=4, env=env) as base:
+        with sample_api(setup.url, workers=2, threads=4, env=env, workdir=workdir) as base:
             token = staff_token(base)
             listing = json.loads(http(base + "/api/products/")[1])
             watched = [item["id"] for item in listing["results"][:3]]
@@ -255,7 +253,6 @@ def run(
             run_end = time.monotonic()
     finally:
         setup.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
     report = chaos_checker.check(
         load.history,
         faults,

@@ -52,18 +52,11 @@ def http(
         return exc.code, exc.read(), dict(exc.headers), time.monotonic() - started
 
 
-@contextmanager
-def sample_api(
-    redis_url: str,
-    *,
-    workers: int = 2,
-    threads: int = 4,
-    products: int = 60,
-    env: dict[str, str] | None = None,
-) -> Iterator[str]:
-    """Migrate and seed a fresh SQLite database, serve the API, yield its base URL."""
-    workdir = Path(tempfile.mkdtemp(prefix="drt-sample-"))
-    environment = {
+def sample_environment(
+    redis_url: str, workdir: Path, env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the sample's processes (``manage.py``, gunicorn) for ``workdir``."""
+    return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -72,6 +65,25 @@ def sample_api(
         "DJANGO_DEBUG": "0",
         **(env or {}),
     }
+
+
+@contextmanager
+def sample_api(
+    redis_url: str,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    products: int = 60,
+    env: dict[str, str] | None = None,
+    workdir: Path | None = None,
+) -> Iterator[str]:
+    """Migrate and seed a fresh SQLite database, serve the API, yield its base URL.
+
+    ``workdir`` (created empty by the caller) holds the database: other processes
+    of a test can then use it through ``sample_environment()``.
+    """
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="drt-sample-"))
+    environment = sample_environment(redis_url, workdir, env)
     for argv in (
         ["migrate", "--noinput", "-v", "0"],
         ["seed_demo", "--products", str(products), "--users", "2"],

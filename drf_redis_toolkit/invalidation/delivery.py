@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 import redis
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
 
 from drf_redis_toolkit import connection
@@ -50,7 +50,7 @@ MAX_PENDING = 10_000
 #: coming to probe sooner).
 _RETRY_FIRST_DELAY = 0.1
 _RETRY_MAX_DELAY = 0.5
-_RETRY_MAX_ATTEMPTS = 1_000  # then the thread ends; the next invalidation restarts it
+_RETRY_MAX_ATTEMPTS = 10_000  # over an hour; then it ends until the next invalidation
 
 
 @dataclass
@@ -333,7 +333,13 @@ class _Pending:
             # While the breaker is open, probe Redis regardless of its cool-down (the
             # probe delivers the backlog first): no request waits here, and the
             # backlog reaches Redis within one delay of it answering again.
-            delivered = connection.probe() and retry_pending()
+            try:
+                delivered = connection.probe() and retry_pending()
+            except Exception:  # the thread must outlive any one failure
+                logger.exception("drf_redis_toolkit: invalidation retry failed")
+                delivered = False
+            finally:
+                connections.close_all()  # this thread's own (outbox) connections
             delay = _RETRY_FIRST_DELAY if delivered else min(delay * 2, _RETRY_MAX_DELAY)
         with self.lock:
             self.thread = None
@@ -357,7 +363,12 @@ def _deliver_on_recovery() -> bool:
 
 
 def retry_pending() -> bool:
-    """Deliver the invalidations kept after a Redis failure; ``True`` if none remain."""
+    """Deliver the invalidations kept after a Redis failure; ``False`` if Redis refused them.
+
+    ``True`` means what this call took was delivered (or there was nothing to
+    take); a delivery running in another thread at the same time may still be
+    in flight, and its names stay pending (``is_pending()``) until it lands.
+    """
     backlog = _pending.take()
     if not backlog.names and not backlog.overflowed and not backlog.rows:
         _pending.settle(backlog)
@@ -377,13 +388,13 @@ def retry_pending() -> bool:
     return True
 
 
-def adopt(names: Names, rows: Iterable[outbox.Row]) -> bool:
+def adopt(names: Names, rows: Iterable[outbox.Row], overflowed: bool = False) -> bool:
     """Take outbox rows (maybe another process's) into this backlog, and deliver them.
 
     Their names are misses here from now until Redis has them. Returns whether
     they were delivered now.
     """
-    _pending.put(_Backlog(names, False, frozenset(rows)))
+    _pending.put(_Backlog(names, overflowed, frozenset(rows)))
     if connection.get_breaker().is_tripped:
         return False  # the retry thread (or the breaker's probe) delivers them
     return retry_pending()

@@ -96,6 +96,9 @@ def keep(names: Names, alias: str) -> Row | None:
     except DatabaseError as exc:
         _missing(alias, exc)
         return None
+    except Exception:  # never fail the write the row accompanies
+        logger.exception("drf_redis_toolkit: could not write the invalidation outbox")
+        return None
     return (alias, row.pk)
 
 
@@ -107,15 +110,20 @@ def forget(rows: Iterable[Row]) -> None:
     for alias, pks in by_alias.items():
         try:
             _model().objects.using(alias).filter(pk__in=pks).delete()
-        except DatabaseError:
+        except Exception:  # a database error, or a thread not allowed to use the database
             # Delivered again by the next poll: harmless.
             logger.warning("drf_redis_toolkit: outbox rows not deleted", exc_info=True)
 
 
-def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row]]:
-    """The names and rows in the outbox (up to ``BATCH`` rows per database)."""
+def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row], bool]:
+    """The names and rows in the outbox: up to ``BATCH`` rows per database.
+
+    The flag says whether that was all of it; when it was not, the names read
+    are not all the names waiting.
+    """
     names = Names()
     rows: set[Row] = set()
+    complete = True
     for alias in aliases if aliases is not None else connections:
         if _tables.get(alias) is False:
             continue
@@ -125,13 +133,14 @@ def read(aliases: Iterable[str] | None = None) -> tuple[Names, set[Row]]:
         except DatabaseError as exc:
             _missing(alias, exc)
             continue
+        complete = complete and len(found) < BATCH
         for pk, text in found:
             try:
                 names = names | _decode(text)
             except (ValueError, TypeError, AttributeError):
                 logger.error("drf_redis_toolkit: outbox row %s is not valid; dropped", pk)
             rows.add((alias, pk))
-    return names, rows
+    return names, rows, complete
 
 
 def poll(force: bool = False) -> bool:
@@ -150,14 +159,16 @@ def poll(force: bool = False) -> bool:
         _last_poll[0] = now
         aliases = [a for a in connections if not connections[a].in_atomic_block]
         try:
-            names, rows = read(aliases)
+            names, rows, complete = read(aliases)
         except Exception:  # a request must never fail because of the outbox
             logger.debug("drf_redis_toolkit: outbox not read", exc_info=True)
             return False
         if rows:
             from drf_redis_toolkit.invalidation import delivery
 
-            delivery.adopt(names, rows)
+            # More rows than one look reads: every namespace counts as pending here,
+            # and the delivery drops every generation (as for an overflowing backlog).
+            delivery.adopt(names, rows, overflowed=not complete)
         return True
     finally:
         _poll_lock.release()

@@ -30,7 +30,7 @@ class Command(BaseCommand):
         total_rows = total_names = 0
         seen: set[outbox.Row] = set()
         while True:  # the outbox is read BATCH rows at a time
-            names, rows = outbox.read(aliases)
+            names, rows, _ = outbox.read(aliases)  # batch after batch: no need to drop all
             if not rows or rows <= seen:  # nothing left, or rows that could not be deleted
                 break
             seen |= rows
