@@ -173,7 +173,7 @@ def test_plan_is_seeded_bounded_and_covers_every_kind() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+@pytest.mark.parametrize("topology", ["real", "cluster"])  # real: one redis-server
 def test_a_short_seeded_fault_schedule_under_load(topology: str, request, capsys) -> None:
     from loadtests import chaos
     from tests import servers

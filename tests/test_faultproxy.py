@@ -55,9 +55,10 @@ def cluster() -> Iterator[Proxied]:
         setup.stop()
 
 
-@pytest.fixture(params=["standalone", "cluster"])
+@pytest.fixture(params=["real", "cluster"])  # ids as the backend fixture's, for the summary
 def proxied(request: pytest.FixtureRequest) -> Iterator[Proxied]:
-    setup: Proxied = request.getfixturevalue(request.param)
+    name = "standalone" if request.param == "real" else "cluster"
+    setup: Proxied = request.getfixturevalue(name)
     setup.clear()
     setup.server.flushall() if setup.is_cluster else setup.server.client().flushall()
     yield setup
