@@ -7,17 +7,14 @@ import time
 
 import pytest
 from django.test import override_settings
-from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
-from rest_framework.views import APIView
 
 from drf_redis_toolkit import connection
-from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.connection import CircuitBreaker, get_client, guarded
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import SlidingWindowThrottle
 from tests import servers
+from tests.fault_views import CachedView, ThrottledView
 
 factory = APIRequestFactory()
 
@@ -160,30 +157,6 @@ def test_guarded_yields_the_shared_client(real_backend):
 # -- a Redis that is not there yet when the process starts ---------------------------------
 
 
-class _StartupThrottle(SlidingWindowThrottle):
-    scope = "startup"
-    rate = "2/min"
-
-    def get_cache_key(self, request, view):
-        return "one-client"
-
-
-class _StartupThrottledView(APIView):
-    throttle_classes = (_StartupThrottle,)
-    permission_classes = ()
-
-    def get(self, request):
-        return Response({"ok": True})
-
-
-class _StartupCachedView(CacheResponseMixin, APIView):
-    permission_classes = ()
-    cache_per_user = False
-
-    def get(self, request):
-        return Response({"ok": True})
-
-
 def _assert_redis_is_treated_as_missing() -> None:
     """Every way in: no exception but ``RedisUnavailable``, no 500."""
     assert redis_client.ping() is False
@@ -192,11 +165,15 @@ def _assert_redis_is_treated_as_missing() -> None:
     with pytest.raises(RedisUnavailable):
         with guarded():
             pass
-    assert _StartupThrottledView.as_view()(factory.get("/t")).status_code == 200  # FAIL_OPEN
-    cached = _StartupCachedView.as_view()(factory.get("/c"))
+    assert ThrottledView.as_view()(factory.get("/t")).status_code == 200  # FAIL_OPEN
+    cached = CachedView.as_view()(factory.get("/c"))
     assert cached.status_code == 200 and cached["X-Cache"] == "MISS"
     with override_settings(DRF_REDIS_TOOLKIT={**_current_settings(), "FAIL_OPEN": False}):
-        assert _StartupThrottledView.as_view()(factory.get("/t")).status_code == 503
+        assert ThrottledView.as_view()(factory.get("/t")).status_code == 503
+
+
+def _startup_status() -> int:
+    return ThrottledView.as_view()(factory.get("/t", HTTP_X_CLIENT="startup")).status_code
 
 
 def _current_settings() -> dict:
@@ -230,12 +207,11 @@ def test_a_cluster_started_after_the_process_is_joined_without_a_restart(redis_s
             _wait_until_connected()
             assert redis_client.ping() is True
             assert connection.is_cluster(get_client())
-            statuses = [
-                _StartupThrottledView.as_view()(factory.get("/t")).status_code for _ in range(3)
-            ]
-            assert statuses == [200, 200, 429]  # counted in the cluster now
-            assert _StartupCachedView.as_view()(factory.get("/c"))["X-Cache"] == "MISS"
-            assert _StartupCachedView.as_view()(factory.get("/c"))["X-Cache"] == "HIT"
+            statuses = [_startup_status() for _ in range(3)]
+            assert statuses == [200, 200, 200]  # counted in the cluster now (3/min)
+            assert _startup_status() == 429
+            assert CachedView.as_view()(factory.get("/c"))["X-Cache"] == "MISS"
+            assert CachedView.as_view()(factory.get("/c"))["X-Cache"] == "HIT"
         finally:
             cluster.stop()
 

@@ -7,44 +7,15 @@ import time
 
 import pytest
 from django.test import override_settings
-from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
-from rest_framework.views import APIView
 
-from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.exceptions import RedisUnavailable
-from drf_redis_toolkit.throttling import SlidingWindowThrottle
 from tests import servers
+from tests.fault_views import CachedView, ThrottledView
 
 factory = APIRequestFactory()
 pytestmark = pytest.mark.slow
-
-
-class OneClient(SlidingWindowThrottle):
-    scope = "faults"
-    rate = "3/min"
-
-    def get_cache_key(self, request, view):
-        return request.META.get("HTTP_X_CLIENT", "one-client")
-
-
-class ThrottledView(APIView):
-    throttle_classes = (OneClient,)
-    permission_classes = ()
-
-    def get(self, request):
-        return Response({"ok": True})
-
-
-class CachedView(CacheResponseMixin, APIView):
-    permission_classes = ()
-    cache_per_user = False
-    runs = 0
-
-    def get(self, request):
-        type(self).runs += 1
-        return Response({"payload": "x" * 2000, "run": type(self).runs})
 
 
 @pytest.fixture
@@ -125,13 +96,42 @@ def test_a_full_redis_under_noeviction_gives_no_500s_and_throttles_stay_exact(fu
 # -- a process never serves what it knows to be stale --------------------------------------
 
 
-@pytest.fixture
-def own_redis(redis_server):
-    process = servers.start_redis()
+class Frozen:
+    """A Redis this test may freeze (SIGSTOP every process) and thaw: standalone or cluster."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "cluster":
+            self.server = servers.start_cluster(masters=3)
+            self.processes = self.server.nodes
+            self.settings = {"REDIS_URL": self.server.url, "CLUSTER": True}
+        else:
+            self.server = servers.start_redis()
+            self.processes = [self.server]
+            self.settings = {"REDIS_URL": self.server.url}
+
+    def pause(self) -> None:
+        for process in self.processes:
+            process.pause()
+
+    def resume(self) -> None:
+        for process in self.processes:
+            process.resume()
+
+    def stop(self) -> None:
+        self.resume()
+        self.server.stop()
+
+
+@pytest.fixture(params=["real", "cluster"])
+def own_redis(request, redis_server):
+    """A standalone server or a 3-master cluster of the test's own (node timeout 2 s:
+    a freeze shorter than that leaves the cluster's state ``ok``)."""
+    frozen = Frozen(request.param)
     try:
-        yield process
+        yield frozen
     finally:
-        process.stop()
+        frozen.stop()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -149,7 +149,7 @@ def test_the_writer_never_serves_the_old_price_after_an_outage(
     from drf_redis_toolkit import connection, invalidation
     from tests.sample_fixtures import apply_shop_settings, apply_shop_view_classes
 
-    backend = type("B", (), {"settings": {"REDIS_URL": own_redis.url, "SOCKET_TIMEOUT": 0.2}})
+    backend = type("B", (), {"settings": {**own_redis.settings, "SOCKET_TIMEOUT": 0.2}})
     apply_shop_settings(settings, backend)
     apply_shop_view_classes(monkeypatch)
     product, staff = catalog_factory()
@@ -217,13 +217,15 @@ def test_the_first_call_that_reaches_redis_again_delivers_the_backlog_first(own_
     from drf_redis_toolkit.invalidation import delivery
 
     monkeypatch.setattr(delivery, "_RETRY_FIRST_DELAY", 3600)  # no help from the retry thread
-    settings = {"REDIS_URL": own_redis.url, "CIRCUIT_BREAKER_COOLDOWN": 0.2}
+    settings = {**own_redis.settings, "CIRCUIT_BREAKER_COOLDOWN": 0.2, "SOCKET_TIMEOUT": 0.2}
     with override_settings(DRF_REDIS_TOOLKIT=settings):
         before = read_generations("outage:ns")["outage:ns"]
-        own_redis.stop()
-        assert invalidation.invalidate_now(["outage:ns"]) is False
-        assert invalidation.pending_invalidations()["namespaces"] == ["outage:ns"]
-        own_redis.restart()
+        own_redis.pause()
+        try:
+            assert invalidation.invalidate_now(["outage:ns"]) is False
+            assert invalidation.pending_invalidations()["namespaces"] == ["outage:ns"]
+        finally:
+            own_redis.resume()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
