@@ -25,8 +25,8 @@ from drf_redis_toolkit.connection import get_breaker, reset_connection
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from tests import servers
 from tests.conftest import _unavailable
-from tests.faultproxy import Fault, FaultProxy, Proxied, proxied_cluster, proxied_redis
 from tests.fault_views import CachedView, ThrottledView  # 3/min per X-Client
+from tests.faultproxy import Fault, FaultProxy, Proxied, proxied_cluster, proxied_redis
 
 pytestmark = pytest.mark.slow
 factory = APIRequestFactory()
