@@ -121,40 +121,26 @@ def test_reset_cuts_a_reply_in_the_middle_with_a_rst(single: Proxied) -> None:
     client.close()
 
 
-def test_blackhole_accepts_and_never_answers(single: Proxied) -> None:
+@pytest.mark.parametrize(
+    "kind, error, match",
+    [
+        ("blackhole", redis.TimeoutError, "Timeout"),  # accepted, never answered
+        ("half_close", redis.ConnectionError, "closed by server"),  # EOF
+        ("cut", redis.ConnectionError, None),  # reset, open connections and new ones
+    ],
+)
+def test_each_failure_is_seen_on_open_and_new_connections_until_cleared(
+    single: Proxied, kind: str, error: type[Exception], match: str | None
+) -> None:
     proxy = single.proxies[0]
-    client = _raw(single)
-    proxy.set_fault("blackhole")
+    client = redis.Redis.from_url(single.url, socket_timeout=TIMEOUT, retry=None)
+    client.ping()
+    proxy.set_fault(kind)
     connections = proxy.connections
-    with pytest.raises(redis.TimeoutError):
-        client.ping()
-    assert proxy.connections == connections + 1  # the connection itself was accepted
-    proxy.clear()
-    client.connection_pool.disconnect()
-    assert client.ping()
-    client.close()
-
-
-def test_half_close_gives_the_client_an_eof(single: Proxied) -> None:
-    proxy = single.proxies[0]
-    client = redis.Redis.from_url(single.url, socket_timeout=TIMEOUT, retry=None)
-    client.ping()
-    proxy.set_fault("half_close")
-    with pytest.raises(redis.ConnectionError, match="closed by server"):
-        client.ping()
-    proxy.clear()
-    assert client.ping()
-    client.close()
-
-
-def test_cut_resets_open_and_new_connections(single: Proxied) -> None:
-    proxy = single.proxies[0]
-    client = redis.Redis.from_url(single.url, socket_timeout=TIMEOUT, retry=None)
-    client.ping()
-    proxy.set_fault("cut")
     for _ in range(2):  # the open connection, then a fresh one
-        with pytest.raises(redis.ConnectionError):
+        with pytest.raises(error, match=match):
             client.ping()
+    assert proxy.connections > connections  # the fresh connection was accepted
     proxy.clear()
     assert client.ping()
     client.close()
