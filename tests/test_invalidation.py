@@ -625,3 +625,31 @@ def test_an_outbox_larger_than_one_look_makes_every_name_pending(
     monkeypatch.setattr(outbox, "BATCH", 1)
     assert outbox.poll(force=True) is True
     assert invalidation.is_pending("any:namespace:at:all")  # names beyond the look are unknown
+
+
+def test_a_missing_outbox_table_never_breaks_a_write_or_a_request(
+    real_shop, catalog, settings, caplog
+):
+    """Before ``migrate``: the write and the request go through; one warning says why."""
+    from django.db import connection as db
+
+    from drf_redis_toolkit.invalidation import outbox
+    from drf_redis_toolkit.models import PendingInvalidation
+
+    product = catalog.products[0]
+    with db.schema_editor() as editor:
+        editor.delete_model(PendingInvalidation)
+    try:
+        _redis_known_down(settings, real_shop)
+        with caplog.at_level(logging.WARNING, logger="drf_redis_toolkit.invalidation"):
+            with transaction.atomic():
+                product.price = Decimal("55.00")
+                product.save()  # the outbox insert fails inside a savepoint only
+        assert Product.objects.get(pk=product.pk).price == Decimal("55.00")
+        assert "no outbox table" in caplog.text
+        assert invalidation.is_pending(f"product:{product.pk}")  # still kept in memory
+        assert outbox.poll(force=True) is True  # skipped quietly, no exception
+    finally:
+        with db.schema_editor() as editor:
+            editor.create_model(PendingInvalidation)
+        outbox._tables.clear()
