@@ -39,6 +39,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from drf_redis_toolkit import signals
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 
@@ -136,6 +137,7 @@ class CircuitBreaker:
             with self._lock:
                 self._tripped = False
                 self._open_until = 0.0
+            signals.breaker(self, signals.CLOSED)
             logger.warning("drf_redis_toolkit: Redis is reachable again; circuit breaker closed")
 
     def record_failure(self) -> bool:
@@ -144,6 +146,7 @@ class CircuitBreaker:
             newly = not self._tripped
             self._tripped = True
             self._open_until = self.clock() + self.cooldown
+        signals.breaker(self, signals.OPEN)
         return newly
 
 
@@ -245,6 +248,7 @@ def _build(breaker: CircuitBreaker) -> Any:
         try:
             client = build_client()
         except BUILD_ERRORS as exc:
+            signals.error(exc, unreachable=True)
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: could not connect to Redis (%s: %s); retrying in %ss",
@@ -313,11 +317,13 @@ def _probe(breaker: CircuitBreaker) -> Any:
     answer or a hook could not finish.
     """
     _local.probing = True
+    signals.breaker(breaker, signals.HALF_OPEN)
     try:
         client = _build(breaker)
         try:
             client.ping()
         except BUILD_ERRORS as exc:
+            signals.error(exc, unreachable=True)
             breaker.record_failure()
             raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         for hook in list(_recovery_hooks):
@@ -377,6 +383,7 @@ class guarded:  # used like a function: ``with guarded() as client:``
             if breaker._tripped and not getattr(_local, "probing", False):
                 breaker.record_success()
             return
+        signals.error(exc, is_unreachable(exc))
         if issubclass(exc_type, CONNECTION_ERRORS) or (
             issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
         ):
