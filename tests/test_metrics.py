@@ -14,13 +14,13 @@ from rest_framework.test import APIClient, APIRequestFactory
 
 pytest.importorskip("prometheus_client")
 
-from prometheus_client import REGISTRY  # noqa: E402
-from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
+from prometheus_client import REGISTRY
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from drf_redis_toolkit import metrics  # noqa: E402
-from drf_redis_toolkit.conf import VALIDATORS  # noqa: E402
-from tests import sample_server  # noqa: E402
-from tests.test_signals import Fixed  # noqa: E402
+from drf_redis_toolkit import metrics
+from drf_redis_toolkit.conf import VALIDATORS
+from tests import sample_server
+from tests.test_signals import Fixed
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +42,9 @@ def test_counts_follow_a_known_sequence(backend, exporter, settings):
         outcome: value("drf_redis_toolkit_cache_requests_total", namespace="echo", outcome=outcome)
         for outcome in ("hit", "miss", "not_modified")
     }
-    admitted = value("drf_redis_toolkit_throttle_decisions_total", scope="signals", outcome="admitted")
-    refused = value("drf_redis_toolkit_throttle_decisions_total", scope="signals", outcome="refused")
+    throttled = "drf_redis_toolkit_throttle_decisions_total"
+    admitted = value(throttled, scope="signals", outcome="admitted")
+    refused = value(throttled, scope="signals", outcome="refused")
     client = APIClient()
     first = client.get("/echo/?m=1")
     client.get("/echo/?m=1")
@@ -57,14 +58,8 @@ def test_counts_follow_a_known_sequence(backend, exporter, settings):
         for outcome in ("hit", "miss", "not_modified")
     }
     assert {k: after[k] - before[k] for k in after} == {"hit": 2, "miss": 1, "not_modified": 1}
-    assert (
-        value("drf_redis_toolkit_throttle_decisions_total", scope="signals", outcome="admitted")
-        - admitted
-    ) == 3
-    assert (
-        value("drf_redis_toolkit_throttle_decisions_total", scope="signals", outcome="refused")
-        - refused
-    ) == 2
+    assert value(throttled, scope="signals", outcome="admitted") - admitted == 3
+    assert value(throttled, scope="signals", outcome="refused") - refused == 2
 
 
 def test_metrics_view_serves_the_text_format(backend, exporter, settings):
