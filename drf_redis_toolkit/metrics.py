@@ -16,6 +16,7 @@ gauges stop counting (its counters are kept: what it counted happened).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 
@@ -25,6 +26,17 @@ from drf_redis_toolkit import signals
 BREAKER_VALUES = {signals.CLOSED: 0, signals.HALF_OPEN: 1, signals.OPEN: 2}
 
 _lock = threading.Lock()
+_NUMBER_PART = re.compile(r"(?<=:)\d+(?=:|$)")
+
+
+def namespace_label(namespace: str) -> str:
+    """The ``namespace`` label: numeric parts become ``{id}`` (``product:12`` -> ``product:{id}``).
+
+    One series per object would grow without bound; one per family of
+    namespaces is what a dashboard shows anyway.
+    """
+    return _NUMBER_PART.sub("{id}", namespace)
+
 _metrics: Metrics | None = None
 
 
@@ -83,10 +95,10 @@ class Metrics:
         self.throttle.labels(scope, "admitted" if allowed else "refused").inc()
 
     def on_cache(self, sender: Any, namespace: str, outcome: str, **kwargs: Any) -> None:
-        self.cache.labels(namespace, outcome).inc()
+        self.cache.labels(namespace_label(namespace), outcome).inc()
 
     def on_not_stored(self, sender: Any, namespace: str, reason: str, **kwargs: Any) -> None:
-        self.not_stored.labels(namespace, reason).inc()
+        self.not_stored.labels(namespace_label(namespace), reason).inc()
 
     def on_error(self, sender: Any, unreachable: bool, **kwargs: Any) -> None:
         self.errors.labels("unreachable" if unreachable else "error", sender.__name__).inc()

@@ -62,6 +62,19 @@ def test_counts_follow_a_known_sequence(backend, exporter, settings):
     assert value(throttled, scope="signals", outcome="refused") - refused == 2
 
 
+def test_numeric_namespace_parts_share_one_series(backend, exporter, settings):
+    settings.ROOT_URLCONF = "tests.caching_views"
+    name = "drf_redis_toolkit_cache_requests_total"
+    before = value(name, namespace="deco:{id}", outcome="miss")
+    client = APIClient()
+    for slot in ("1", "2", "3"):
+        client.get(f"/deco/{slot}/")
+    client.get("/deco/abc/")
+    assert value(name, namespace="deco:{id}", outcome="miss") - before == 3
+    assert value(name, namespace="deco:1", outcome="miss") == 0
+    assert value(name, namespace="deco:abc", outcome="miss") >= 1
+
+
 def test_metrics_view_serves_the_text_format(backend, exporter, settings):
     from django.test import RequestFactory
 
