@@ -76,10 +76,6 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 BREAKER_STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
-def _view_class(view: Any) -> Any:
-    return None if view is None else type(view)
-
-
 # -- throttling -------------------------------------------------------------------
 
 
@@ -103,25 +99,9 @@ def throttle(throttle: Any, request: Any, view: Any, decision: Any) -> None:
 # -- caching ----------------------------------------------------------------------
 
 
-def cache_served(namespace: str, response: Any, view: Any, request: Any) -> None:
-    """A hit answered ``request``: ``hit``, or ``not_modified`` for a 304."""
-    if not cache_outcome.receivers:
-        return
-    outcome = NOT_MODIFIED if response.status_code == 304 else HIT
+def _outcome(namespace: str, outcome: str, reason: str | None, view: Any, request: Any) -> None:
     cache_outcome.send(
-        sender=_view_class(view), namespace=namespace, outcome=outcome, reason=None, request=request
-    )
-
-
-def cache_missed(
-    namespace: str, view: Any, request: Any, *, early: bool = False, failed: bool = False
-) -> None:
-    """No entry answered ``request``: a miss, an early refresh, or a bypass (Redis failed)."""
-    if not cache_outcome.receivers:
-        return
-    outcome, reason = (BYPASS, REDIS_FAILED) if failed else (EARLY_REFRESH if early else MISS, None)
-    cache_outcome.send(
-        sender=_view_class(view),
+        sender=None if view is None else type(view),
         namespace=namespace,
         outcome=outcome,
         reason=reason,
@@ -129,17 +109,28 @@ def cache_missed(
     )
 
 
+def cache_served(namespace: str, response: Any, view: Any, request: Any) -> None:
+    """A hit answered ``request``: ``hit``, or ``not_modified`` for a 304."""
+    if cache_outcome.receivers:
+        outcome = NOT_MODIFIED if response.status_code == 304 else HIT
+        _outcome(namespace, outcome, None, view, request)
+
+
+def cache_missed(
+    namespace: str, view: Any, request: Any, *, early: bool = False, failed: bool = False
+) -> None:
+    """No entry answered ``request``: a miss, an early refresh, or a bypass (Redis failed)."""
+    if cache_outcome.receivers:
+        if failed:
+            _outcome(namespace, BYPASS, REDIS_FAILED, view, request)
+        else:
+            _outcome(namespace, EARLY_REFRESH if early else MISS, None, view, request)
+
+
 def cache_bypassed(namespace: str, reason: str, view: Any, request: Any) -> None:
     """``request`` did not look the cache up at all, for ``reason``."""
-    if not cache_outcome.receivers:
-        return
-    cache_outcome.send(
-        sender=_view_class(view),
-        namespace=namespace,
-        outcome=BYPASS,
-        reason=reason,
-        request=request,
-    )
+    if cache_outcome.receivers:
+        _outcome(namespace, BYPASS, reason, view, request)
 
 
 def not_stored(namespace: str, view: Any, request: Any, response: Any, gen: Any, vary: Any) -> None:
@@ -148,7 +139,7 @@ def not_stored(namespace: str, view: Any, request: Any, response: Any, gen: Any,
         return
     reason = "bypass" if gen is None else "vary_star" if vary is None else "uncacheable"
     cache_not_stored.send(
-        sender=_view_class(view),
+        sender=None if view is None else type(view),
         namespace=namespace,
         reason=reason,
         status_code=getattr(response, "status_code", None),
