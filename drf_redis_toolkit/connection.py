@@ -39,7 +39,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from drf_redis_toolkit import signals
+from drf_redis_toolkit import signals, tracing
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 
@@ -364,20 +364,24 @@ class guarded:  # used like a function: ``with guarded() as client:``
     costs more.
     """
 
-    __slots__ = ("breaker",)
+    __slots__ = ("breaker", "span")
 
     def __enter__(self) -> Any:
         state = _current_state()
         self.breaker = breaker = state.breaker
+        self.span = None
         if breaker._tripped and not getattr(_local, "probing", False):
             if not breaker.allow():
                 raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
             return _probe(breaker)
         client = state.client
-        return client if client is not None else _build(breaker)
+        client = client if client is not None else _build(breaker)
+        self.span = tracing.start() if tracing.ENABLED else None  # optional OpenTelemetry
+        return client
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Never swallows: returns None, or raises RedisUnavailable from the error.
+        tracing.end(self.span, exc)
         breaker = self.breaker
         if exc_type is None:
             if breaker._tripped and not getattr(_local, "probing", False):
