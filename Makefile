@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load load-plots reliability-docs clean docs matrix
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots reliability-docs mutate clean docs matrix
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[sample,test,load,speed,bench,release]"
+	$(BIN)/python -m pip install -q -e ".[sample,test,load,speed,bench,release,mutate]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +29,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Mutation testing (docs/testing.md): every Lua mutant (tests/lua_mutants.py) on fakeredis and a
+## real redis-server, then mutmut over ratelimit.py, throttling.py, keys.py and rates.py.
+mutate: $(STAMP)
+	$(BIN)/python -m tests.lua_mutants --backends real; lua=$$?; \
+	$(BIN)/mutmut run --max-children 2; $(BIN)/mutmut results; exit $$lua
 
 ## Throttle benchmark against DRF's throttle and `limits` (pinned to CPU 0, then unpinned);
 ## prints each ratio against its target and rewrites the throttle section of docs/benchmarks.md.
@@ -58,7 +64,7 @@ bench-cache: $(STAMP)
 	$(BIN)/python benchmarks/cache_bench.py --no-pin
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info mutants
 
 ## The docs site from docs/ (mkdocs, strict: a broken link fails), into build/site.
 docs: $(STAMP)

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "SENTINELS": None,
     "SENTINEL_SERVICE_NAME": None,
     "CONNECTION_FACTORY": None,
+    "DJANGO_CACHE_ALIAS": None,
     "KEY_PREFIX": "drt",
     "SOCKET_TIMEOUT": 0.25,
     "SOCKET_CONNECT_TIMEOUT": 0.25,
@@ -56,6 +57,7 @@ CONNECTION_KEYS = frozenset(
         "SENTINELS",
         "SENTINEL_SERVICE_NAME",
         "CONNECTION_FACTORY",
+        "DJANGO_CACHE_ALIAS",
         "SOCKET_TIMEOUT",
         "SOCKET_CONNECT_TIMEOUT",
         "CIRCUIT_BREAKER_COOLDOWN",
@@ -216,12 +218,38 @@ def _validate_metrics(key: str, value: Any) -> bool:
     return value
 
 
+#: The Django cache backends whose Redis connection the toolkit can reuse.
+REUSABLE_CACHE_BACKENDS = (
+    "django.core.cache.backends.redis.RedisCache",
+    "django_redis.cache.RedisCache",
+)
+
+
+def _validate_cache_alias(key: str, value: Any) -> str | None:
+    """A ``CACHES`` alias backed by Django's or django-redis' ``RedisCache``, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _bad(key, value, "expected the name of an entry of CACHES")
+    caches = getattr(django_settings, "CACHES", {}) or {}
+    if value not in caches:
+        raise _bad(key, value, f"CACHES has no such alias (it has {sorted(caches)})")
+    backend = caches[value].get("BACKEND")
+    if backend not in REUSABLE_CACHE_BACKENDS:
+        raise _bad(
+            key,
+            value,
+            f"CACHES[{value!r}] uses {backend!r}; expected one of {list(REUSABLE_CACHE_BACKENDS)}",
+        )
+    return value
+
 VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "REDIS_URL": _validate_url,
     "CLUSTER": _validate_bool,
     "SENTINELS": _validate_sentinels,
     "SENTINEL_SERVICE_NAME": _validate_optional_str,
     "CONNECTION_FACTORY": _validate_factory,
+    "DJANGO_CACHE_ALIAS": lambda k, v: _validate_cache_alias(k, v),
     "KEY_PREFIX": _validate_prefix,
     "SOCKET_TIMEOUT": lambda k, v: _number(k, v),
     "SOCKET_CONNECT_TIMEOUT": lambda k, v: _number(k, v),
@@ -266,6 +294,14 @@ class ToolkitSettings:
             raise _bad("SENTINEL_SERVICE_NAME", None, "required when SENTINELS is set")
         if values["SENTINELS"] and values["CLUSTER"]:
             raise _bad("CLUSTER", True, "SENTINELS and CLUSTER cannot be combined")
+        if values["DJANGO_CACHE_ALIAS"] is not None:
+            for other in ("CONNECTION_FACTORY", "SENTINELS", "CLUSTER"):
+                if values[other]:
+                    raise _bad(
+                        "DJANGO_CACHE_ALIAS",
+                        values["DJANGO_CACHE_ALIAS"],
+                        f"cannot be combined with {other} (the cache's connection is used)",
+                    )
         return values
 
     @property

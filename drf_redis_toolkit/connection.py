@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
@@ -163,6 +164,7 @@ class _State:
         self.pid: int | None = None
         self.breaker = CircuitBreaker(0)
         self.generation = 0
+        self.counts = {"failures": 0, "timeouts": 0, "skips": 0}
 
 
 _state = _State()
@@ -185,6 +187,22 @@ def on_recovery(hook: Callable[[], bool]) -> Callable[[], bool]:
     return hook
 
 
+def stats() -> dict[str, int]:
+    """How often Redis failed (``timeouts`` of them socket timeouts) or was skipped by the breaker.
+
+    Counted by ``guarded()`` since the process started (or ``reset_stats()``): tests and
+    operators can tell "one timeout, then skipped" from "a timeout on every request"
+    without timing anything. Only the failure paths count, never a successful call
+    (plain increments: under many failing threads at once a count may come out low).
+    """
+    return dict(_state.counts)
+
+
+def reset_stats() -> None:
+    """Start the counts of ``stats()`` from zero."""
+    _state.counts = dict.fromkeys(_state.counts, 0)
+
+
 def _connection_kwargs() -> dict[str, Any]:
     return {
         "socket_timeout": toolkit_settings.SOCKET_TIMEOUT,
@@ -196,11 +214,65 @@ def _connection_kwargs() -> dict[str, Any]:
     }
 
 
+#: Pools whose connection settings can be copied into a pool of the toolkit's own.
+_COPYABLE_POOLS = (redis.ConnectionPool, redis.BlockingConnectionPool)
+_COPYABLE_CONNECTIONS = (redis.Connection, redis.SSLConnection, redis.UnixDomainSocketConnection)
+
+
+def with_toolkit_timeouts(client: Any) -> Any:
+    """``client``'s connection settings in a pool of the toolkit's own, with its timeouts.
+
+    A client handed over by ``CONNECTION_FACTORY`` or a Django cache often has no
+    socket timeout at all (``None``): a hung Redis would then hang every request
+    instead of costing one ``SOCKET_TIMEOUT`` before the breaker opens. The
+    toolkit keeps the host, port, db, credentials and TLS settings, but opens its
+    own connections with its timeouts and without redis-py's retries; the other
+    user's pool is left as it was. Clients this cannot copy (Cluster, Sentinel,
+    other connection classes such as fakeredis') are returned unchanged.
+    """
+    if type(client) is not redis.Redis:
+        return client
+    pool = client.connection_pool
+    if type(pool) not in _COPYABLE_POOLS or pool.connection_class not in _COPYABLE_CONNECTIONS:
+        return client
+    kwargs = {**pool.connection_kwargs, **_connection_kwargs(), "decode_responses": False}
+    own_pool = type(pool)(
+        connection_class=pool.connection_class, max_connections=pool.max_connections, **kwargs
+    )
+    return redis.Redis(connection_pool=own_pool)
+
+
+def django_cache_client(alias: str) -> Any:
+    """The redis-py client behind the Django cache ``alias`` (Django's or django-redis')."""
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    inner = getattr(cache, "client", None)  # django-redis: DefaultClient
+    if inner is not None and hasattr(inner, "get_client"):
+        return inner.get_client(write=True)
+    inner = getattr(cache, "_cache", None)  # Django's RedisCache: RedisCacheClient
+    if inner is not None and hasattr(inner, "get_client"):
+        return inner.get_client(write=True)
+    raise ImproperlyConfigured(
+        f"DRF_REDIS_TOOLKIT['DJANGO_CACHE_ALIAS'] = {alias!r}: "
+        f"{type(cache).__name__} gives no redis-py client"
+    )
+
+
 def build_client() -> Any:
-    """Build a redis-py client from the current settings (no I/O happens here)."""
+    """Build a redis-py client from the current settings (no I/O happens here).
+
+    A client from ``CONNECTION_FACTORY`` or from the Django cache named by
+    ``DJANGO_CACHE_ALIAS`` gets the toolkit's timeouts (``with_toolkit_timeouts``).
+    """
     factory = toolkit_settings.CONNECTION_FACTORY
     if factory is not None:
-        return (import_string(factory) if isinstance(factory, str) else factory)()
+        return with_toolkit_timeouts(
+            (import_string(factory) if isinstance(factory, str) else factory)()
+        )
+    alias = toolkit_settings.DJANGO_CACHE_ALIAS
+    if alias is not None:
+        return with_toolkit_timeouts(django_cache_client(alias))
     url = toolkit_settings.REDIS_URL
     kwargs = _connection_kwargs()
     if toolkit_settings.SENTINELS:
@@ -273,6 +345,7 @@ def get_client() -> Any:
         return client
     breaker = state.breaker
     if breaker._tripped and not breaker.allow() and not getattr(_local, "probing", False):
+        state.counts["skips"] += 1
         raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
     return _build(breaker)
 
@@ -372,6 +445,7 @@ class guarded:  # used like a function: ``with guarded() as client:``
         self.span = None
         if breaker._tripped and not getattr(_local, "probing", False):
             if not breaker.allow():
+                state.counts["skips"] += 1
                 raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
             return _probe(breaker)
         client = state.client
@@ -391,6 +465,10 @@ class guarded:  # used like a function: ``with guarded() as client:``
         if issubclass(exc_type, CONNECTION_ERRORS) or (
             issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
         ):
+            counts = _state.counts
+            counts["failures"] += 1
+            if issubclass(exc_type, redis.TimeoutError | TimeoutError):
+                counts["timeouts"] += 1
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: Redis unreachable (%s: %s); skipping it for %ss",

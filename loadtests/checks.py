@@ -9,11 +9,14 @@ or jittery responses can hide a violation; they can never invent one.
 
 from __future__ import annotations
 
+import json
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -287,3 +290,209 @@ class PriceLedger:
 def namespace_family(namespace: str) -> str:
     """``product:12`` -> ``product:{id}``, ``cart:user:3`` -> ``cart:user:{id}``."""
     return re.sub(r"(?<=:)\d+(?=:|$)", "{id}", namespace)
+
+
+# -- answers: every 2xx body is judged, inside Locust's catch_response ------------------
+
+#: Fields every answer of a kind must carry (the sample API's serializers).
+PRODUCT_FIELDS = ("id", "name", "price", "stock", "category")
+CART_FIELDS = ("id", "items", "total_quantity", "total_price")
+CART_ITEM_FIELDS = ("id", "product", "quantity", "unit_price")
+CATEGORY_FIELDS = ("id", "name")
+
+
+def parse_json(body: bytes) -> tuple[Any, str | None]:
+    """``(payload, None)``, or ``(None, why)`` when the body is not JSON."""
+    try:
+        return json.loads(body), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"not JSON ({exc}): {body[:80]!r}"
+
+
+def _missing(row: Any, fields: Sequence[str], what: str) -> str | None:
+    if not isinstance(row, dict):
+        return f"{what} is a {type(row).__name__}, not an object"
+    absent = [f for f in fields if f not in row]
+    return f"{what} lacks {absent}" if absent else None
+
+
+def _rows_problem(
+    payload: Any, fields: Sequence[str], rows: str, row_fields: Sequence[str], what: str
+) -> tuple[str, str] | None:
+    """An object with ``fields``, whose ``rows`` field is a list of objects with ``row_fields``."""
+    problem = _missing(payload, fields, what)
+    if problem:
+        return "bad-body", problem
+    if not isinstance(payload[rows], list):
+        return "bad-body", f"{what} {rows} is not a list"
+    for row in payload[rows]:
+        problem = _missing(row, row_fields, f"{what} row")
+        if problem:
+            return "bad-body", problem
+    return None
+
+
+def product_problem(payload: Any, product_id: int) -> tuple[str, str] | None:
+    """A product detail answer: ``(violation, detail)`` if it is not product ``product_id``."""
+    problem = _missing(payload, PRODUCT_FIELDS, "product")
+    if problem:
+        return "bad-body", problem
+    if payload["id"] != product_id or as_price(payload["price"]) is None:
+        return "wrong-object", f"asked for product {product_id}, got {payload['id']}"
+    return None
+
+
+def product_page_problem(
+    payload: Any, page: int, category: int | None = None
+) -> tuple[str, str] | None:
+    """A product list page: page ``page`` (of ``category``, if given), made of products."""
+    problem = _rows_problem(
+        payload, ("count", "previous", "results"), "results", PRODUCT_FIELDS, "page"
+    )
+    if problem:
+        return problem
+    previous = payload["previous"]
+    # DRF links page 2 back to the URL without ?page=, and page 1 to nothing.
+    shown = None
+    if previous is not None:
+        shown = (parse_qs(urlsplit(previous).query).get("page") or ["1"])[0]
+    expected = None if page == 1 else str(page - 1)
+    if shown != expected:
+        return "wrong-object", f"asked for page {page}, the answer links back to page {shown}"
+    if category is not None:
+        strays = [row["id"] for row in payload["results"] if row["category"] != category]
+        if strays:
+            return "wrong-object", f"category {category} lists products {strays[:5]} of others"
+    return None
+
+
+def categories_problem(payload: Any) -> tuple[str, str] | None:
+    if not isinstance(payload, list):
+        return "bad-body", f"categories are a {type(payload).__name__}, not a list"
+    for row in payload:
+        problem = _missing(row, CATEGORY_FIELDS, "category")
+        if problem:
+            return "bad-body", problem
+    return None
+
+
+def cart_problem(payload: Any) -> tuple[str, str] | None:
+    return _rows_problem(payload, CART_FIELDS, "items", CART_ITEM_FIELDS, "cart")
+
+
+def cart_item_problem(payload: Any, product_id: int | None = None) -> tuple[str, str] | None:
+    """A cart line answer (add or change): the line of ``product_id``, if given."""
+    problem = _missing(payload, CART_ITEM_FIELDS, "cart item")
+    if problem:
+        return "bad-body", problem
+    if product_id is not None and payload["product"] != product_id:
+        return "wrong-object", f"added product {product_id}, the line is {payload['product']}"
+    return None
+
+
+def token_problem(payload: Any) -> tuple[str, str] | None:
+    if not isinstance(payload, dict) or not isinstance(payload.get("token"), str):
+        return "bad-body", "no token in the login answer"
+    return None
+
+
+def staff_update_problem(payload: Any, product_id: int, price: Decimal) -> tuple[str, str] | None:
+    """A staff PATCH answered 200 must show the product with the price that was sent."""
+    problem = product_problem(payload, product_id)
+    if problem:
+        return problem
+    if as_price(payload["price"]) != price:
+        return "lost-update", f"set product {product_id} to {price}, answer says {payload['price']}"
+    return None
+
+
+# -- refusing the abuser too early ----------------------------------------------------
+
+
+def early_refusals(
+    log: Iterable[tuple[float, float, int]], limits: Sequence[tuple[int, int]]
+) -> list[tuple[float, float, int]]:
+    """429s that came although no limit could have been full: ``[(sent, answered, most)]``.
+
+    ``log`` holds ``(sent, answered, status)`` of every request of one identity.
+    A refusal decided at some moment in ``[sent, answered]`` is justified by a
+    limit if that limit's window before the moment may hold ``limit`` admitted
+    requests: those answered after ``sent - window`` and sent before ``answered``
+    (an upper bound). It is certainly early only when every limit's bound stays
+    below its limit; ``most`` is the largest bound, for the report.
+    """
+    entries = list(log)
+    sent_sorted = sorted(s for s, _, status in entries if status == 200)
+    answered_sorted = sorted(e for _, e, status in entries if status == 200)
+    early = []
+    for sent, answered, status in entries:
+        if status != 429:
+            continue
+        justified = False
+        most = 0
+        for limit, window in limits:
+            # Admitted requests sent before the refusal's answer, minus those answered
+            # (hence also sent) at or before the earliest start of its window.
+            possible = bisect_left(sent_sorted, answered) - bisect_right(
+                answered_sorted, sent - window
+            )
+            most = max(most, possible)
+            if possible >= limit:
+                justified = True
+                break
+        if not justified:
+            early.append((sent, answered, most))
+    return early
+
+
+# -- the verdict ----------------------------------------------------------------------
+
+#: Every kind of check a run must have made at least once; a judge that never ran
+#: proves nothing, so the run fails.
+REQUIRED_CHECKS = (
+    "catalogue",  # prices of list and detail reads against acknowledged staff updates
+    "not-modified",  # 304 answers: the copy the client holds must be current
+    "cart",  # each cart read shows what the shopper's acknowledged writes left
+    "cart-price",  # cart lines' prices against staff updates
+    "staff-updates",  # staff PATCHes answered with the price sent
+    "product-id",  # detail answers are the product asked for
+    "page",  # list answers are the page (and category) asked for
+    "rate-limit-headers",  # the abuser's 200s and 429s carry correct headers
+    "abuser-refusals",  # the abuser's 429s, each judged for being too early
+)
+
+
+def verdict(
+    *,
+    mode: str,
+    locust_exit: int | None,
+    requests: int,
+    errors: int,
+    violations: dict[str, int],
+    over_admission: int,
+    early_refusals: int,
+    checked: dict[str, int],
+) -> list[str]:
+    """Why the run failed (an empty list means it passed)."""
+    reasons = []
+    if locust_exit is None:
+        reasons.append("locust did not exit by itself (stopped after overrunning)")
+    elif locust_exit != 0:
+        reasons.append(f"locust exited with {locust_exit} (a failed request or a task error)")
+    if requests <= 0:
+        reasons.append("no requests")
+    if errors:
+        reasons.append(f"{errors} unexpected answers")
+    wrong = {name: n for name, n in violations.items() if n}
+    if wrong:
+        reasons.append(f"violations {wrong}")
+    # DRF's throttles (the baseline) over-admit and refuse early: measured, not failed.
+    if mode != "baseline":
+        if over_admission:
+            reasons.append(f"over-admission by {over_admission}")
+        if early_refusals:
+            reasons.append(f"{early_refusals} refusals of the abuser before any limit was full")
+    never = [kind for kind in REQUIRED_CHECKS if not checked.get(kind)]
+    if never:
+        reasons.append(f"checks that never ran: {never}")
+    return reasons

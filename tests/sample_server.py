@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
 import shutil
@@ -22,8 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_api"
 
 
-def http(url: str, method: str = "GET", body: dict | None = None, token: str | None = None):
-    """One request: ``(status, body bytes, headers, seconds)``; HTTP errors are answers too."""
+#: The status recorded for a request that got no HTTP answer at all (reset, refused, timeout).
+NO_ANSWER = 0
+
+
+def http(
+    url: str,
+    method: str = "GET",
+    body: dict | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+):
+    """One request: ``(status, body bytes, headers, seconds)``; HTTP errors are answers too.
+
+    A request that got no answer (connection reset or refused, a timeout) is an
+    outcome too, never an exception that would kill a load thread unseen: status
+    ``NO_ANSWER`` (0), and the error's repr as the body.
+    """
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Accept", "application/json")
@@ -33,7 +49,7 @@ def http(url: str, method: str = "GET", body: dict | None = None, token: str | N
         request.add_header("Authorization", f"Token {token}")
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only
             return (
                 response.status,
                 response.read(),
@@ -42,6 +58,8 @@ def http(url: str, method: str = "GET", body: dict | None = None, token: str | N
             )
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers), time.monotonic() - started
+    except (OSError, http_client.HTTPException) as exc:  # URLError, resets, timeouts
+        return NO_ANSWER, repr(exc).encode(), {}, time.monotonic() - started
 
 
 def sample_environment(
@@ -78,12 +96,17 @@ def sample_api(
     products: int = 60,
     env: dict[str, str] | None = None,
     workdir: Path | None = None,
+    stats_dir: Path | None = None,
 ) -> Iterator[str]:
     """Migrate and seed a fresh database, serve the API, yield its base URL.
 
     SQLite in ``workdir``, or with ``DRT_DATABASE=postgres`` a throwaway PostgreSQL
     cluster. ``workdir`` (created empty by the caller) records the database: other
     processes of a test can then use it through ``sample_environment()``.
+
+    With ``stats_dir``, each gunicorn worker writes ``connection.stats()`` (its
+    Redis failures, socket timeouts and breaker skips) to ``<stats_dir>/<pid>.json``
+    as it exits: read them with ``worker_stats()`` after the block.
     """
     workdir = workdir or Path(tempfile.mkdtemp(prefix="drt-sample-"))
     postgres = servers.start_postgres() if os.environ.get("DRT_DATABASE") == "postgres" else None
@@ -104,6 +127,11 @@ def sample_api(
                 postgres.stop()
             raise
     port = servers.free_port()
+    config = []
+    if stats_dir is not None:
+        hook = workdir / "gunicorn_hooks.py"
+        hook.write_text(WORKER_EXIT_HOOK.format(stats_dir=str(stats_dir)))
+        config = ["--config", str(hook)]
     logfile = workdir / "gunicorn.log"
     log = logfile.open("wb")
     gunicorn = subprocess.Popen(
@@ -111,7 +139,7 @@ def sample_api(
             sys.executable, "-m", "gunicorn", "config.wsgi:application",
             "--chdir", str(SAMPLE), "--bind", f"127.0.0.1:{port}",
             "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
-            "--timeout", "60", "--log-level", "warning",
+            "--timeout", "60", "--log-level", "warning", *config,
         ],
         env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -119,27 +147,55 @@ def sample_api(
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
-                if http(base + "/api/categories/")[0] == 200:
-                    break
-            except OSError:
-                pass
+            if http(base + "/api/categories/")[0] == 200:
+                break
             if time.monotonic() > deadline or gunicorn.poll() is not None:
                 raise RuntimeError(logfile.read_text()[-3000:])
             time.sleep(0.2)
+        _running[base] = gunicorn
         yield base
     finally:
-        if gunicorn.poll() is None:
-            os.killpg(gunicorn.pid, signal.SIGTERM)
-            try:
-                gunicorn.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(gunicorn.pid, signal.SIGKILL)
-                gunicorn.wait(timeout=5)
+        _running.pop(base, None)
+        _stop(gunicorn)
         log.close()
         if postgres:
             postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+_running: dict[str, subprocess.Popen] = {}
+
+
+def _stop(gunicorn: subprocess.Popen) -> None:
+    if gunicorn.poll() is None:
+        os.killpg(gunicorn.pid, signal.SIGTERM)
+        try:
+            gunicorn.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(gunicorn.pid, signal.SIGKILL)
+            gunicorn.wait(timeout=5)
+
+
+def stop_sample_api(base: str) -> None:
+    """Stop the server at ``base`` now (gracefully: the workers run their exit hook)."""
+    _stop(_running[base])
+
+
+WORKER_EXIT_HOOK = """
+import json, os
+
+
+def worker_exit(server, worker):  # runs in the worker process, as it exits
+    from drf_redis_toolkit import connection
+
+    with open(os.path.join({stats_dir!r}, f"{{os.getpid()}}.json"), "w") as out:
+        json.dump(connection.stats(), out)
+"""
+
+
+def worker_stats(stats_dir: Path) -> list[dict[str, int]]:
+    """The ``connection.stats()`` each worker wrote as it exited (see ``sample_api``)."""
+    return [json.loads(path.read_text()) for path in sorted(stats_dir.glob("*.json"))]
 
 
 def staff_token(base: str) -> str:

@@ -15,6 +15,7 @@ import threading
 import pytest
 from rest_framework.test import APIClient
 
+from drf_redis_toolkit import connection
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.cache_stats import counters as _counters
 from drf_redis_toolkit.caching import invalidate_namespace, namespace_stats
@@ -135,14 +136,22 @@ def test_redis_stopped_means_uncached_200s_logged_once(own_server, caplog):
 def test_a_hung_redis_costs_one_timeout_then_requests_skip_the_cache(own_server):
     client = APIClient()
     client.get("/echo/?p=1")
+    assert client.get("/echo/?p=1")["X-Cache"] == "HIT"
+    connection.reset_stats()
     own_server.pause()
     try:
         for _ in range(3):
             response = client.get("/echo/?p=1")
             assert response.status_code == 200 and response["X-Cache"] == "MISS"
+        counts = connection.stats()
+        breaker_open = connection.get_breaker().is_open
     finally:
         own_server.resume()
     assert CALLS["echo"] == 4
+    # The first request paid the one socket timeout; the breaker then skipped Redis.
+    assert counts["timeouts"] == 1 and counts["failures"] == 1, counts
+    assert counts["skips"] >= 2, counts
+    assert breaker_open
 
 
 def _flush_in_child() -> None:

@@ -167,8 +167,21 @@ def test_ping(backend):
     assert redis_client.ping() is True
 
 
+def reset_server_stats(backend, why: str) -> None:
+    """CONFIG RESETSTAT on every node (real servers only: fakeredis keeps no statistics)."""
+    if not backend.is_real:
+        pytest.skip(why)
+    if backend.name == "cluster":
+        backend.raw.config_resetstat(target_nodes=backend.raw.ALL_NODES)
+    else:
+        backend.raw.config_resetstat()
+
+
 def test_stats_has_the_seed_figures(backend):
+    reset_server_stats(backend, "fakeredis keeps no keyspace hit/miss statistics")
     redis_client.set("k", 1)
+    redis_client.get("k")
+    redis_client.get("k")
     redis_client.get("k")
     redis_client.get("missing")
     stats = redis_client.stats()
@@ -179,7 +192,8 @@ def test_stats_has_the_seed_figures(backend):
         "keyspace_misses",
         "hit_rate",
     }
-    assert 0 <= stats["hit_rate"] <= 100
+    assert (stats["keyspace_hits"], stats["keyspace_misses"]) == (3, 1)
+    assert stats["hit_rate"] == 75.0
 
 
 def test_raw_client_is_exposed(backend):
@@ -231,12 +245,7 @@ def test_popular_products_span_seven_days(backend, monkeypatch):
 
 def test_popular_products_never_uses_keys(backend):
     """The seed scanned with KEYS; the toolkit must not (it blocks Redis)."""
-    if not backend.is_real:
-        pytest.skip("COMMANDSTATS is only meaningful on a real server")
-    if backend.name == "cluster":
-        backend.raw.config_resetstat(target_nodes=backend.raw.ALL_NODES)
-    else:
-        backend.raw.config_resetstat()
+    reset_server_stats(backend, "COMMANDSTATS is only meaningful on a real server")
     track_product_view(1)
     get_popular_products()
     redis_client.clear_pattern("*")

@@ -144,17 +144,23 @@ def _pages_with_python() -> list[Path]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("redis", ["fake", "real"])
 @pytest.mark.parametrize("page", _pages_with_python(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_python_examples_run(page: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests import servers
-    from tests.conftest import Backend
+def test_python_examples_run(
+    page: Path,
+    redis: str,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    from tests.conftest import toolkit_settings_for
     from tests.sample_fixtures import apply_shop_settings, apply_shop_view_classes
 
-    # The sample API's settings (INVALIDATION rules, prefix) on the suite's fakeredis.
-    apply_shop_settings(
-        settings,
-        Backend("fake", {"CONNECTION_FACTORY": "tests.servers.fake_redis"}, servers.fake_redis()),
-    )
+    # The sample API's settings (INVALIDATION rules, prefix) on fakeredis, then on a real
+    # redis-server (flushed first): the examples' results hold on both.
+    backend = toolkit_settings_for(redis, request)
+    request.addfinalizer(backend.raw.close)
+    apply_shop_settings(settings, backend)
     # DRF copies its settings into class attributes when ``rest_framework.views``
     # and ``.generics`` are first imported, which in this suite happens under the
     # test settings: give the views the docs define what the sample's settings say.

@@ -153,6 +153,7 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
     import threading
 
     from tests.sample_server import http, sample_api
+    from tests.workers import Workers
 
     cluster = cluster_with_replicas
     rates = {
@@ -173,11 +174,11 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
                 statuses.append(http(base + f"/api/products/{ids[n % len(ids)]}/")[0])
                 n += 1
 
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
+        readers = Workers(reader, 2, "reader").start()
         try:
-            time.sleep(1)
+            deadline = time.monotonic() + 30
+            while len(statuses) < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the load is running before the kill
             masters = [n for n in cluster.nodes if _role(n) == "master"]
             for node in masters:  # every replica in sync before the kill
                 client = node.client(socket_timeout=6)
@@ -198,11 +199,15 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
                 healed = http(detail)[2].get("X-Cache") == "HIT"
                 time.sleep(0.2)
             assert healed, "the cache did not come back after the fail-over"
-            time.sleep(1)
+            after_heal = len(statuses)
+            deadline = time.monotonic() + 30
+            while len(statuses) < after_heal + 10 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the load goes on past the healing
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
+            readers.join(timeout=30)
+        # Every phase ran: reads before the kill, between the kill and the healing, and after.
+        assert 0 < killed_at < after_heal < len(statuses), (killed_at, after_heal, len(statuses))
         # Throttles work again: cart writes at 2/min, the third is refused.
         login = {"username": "demo1", "password": "demo-pass"}
         token = json.loads(http(base + "/api/auth/token/", "POST", login)[1])["token"]

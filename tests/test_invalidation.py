@@ -336,6 +336,16 @@ def test_invalidate_outside_a_transaction_is_immediate(shop):
     assert gens.bumped() == {"custom:1"}
 
 
+def test_a_single_name_as_a_plain_string_is_one_name(shop):
+    """``invalidate("product:1")`` is the namespace ``product:1``, not nine letters."""
+    gens = Generations(["product:1", "p", "r", ":", "1"])
+    invalidation.invalidate("product:1")
+    assert gens.bumped() == {"product:1"}
+    gens = Generations(["product:2", "custom:2"])
+    assert invalidation.invalidate_now("custom:2", "product:2") is True
+    assert gens.bumped() == {"custom:2", "product:2"}
+
+
 def test_bad_rules_fail_at_start_up_naming_the_culprit(shop, settings):
     settings.DRF_REDIS_TOOLKIT = {
         **shop.settings,

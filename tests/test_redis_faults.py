@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIRequestFactory
 
+from drf_redis_toolkit import connection
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from tests import servers
@@ -32,20 +32,21 @@ def test_a_slow_redis_costs_one_socket_timeout_not_the_os_default(server):
     with override_settings(DRF_REDIS_TOOLKIT=settings):
         view = ThrottledView.as_view()
         assert view(factory.get("/")).status_code == 200
-        sleeper = threading.Thread(
-            target=lambda: server.client().execute_command("DEBUG", "SLEEP", "2")
-        )
-        sleeper.start()
-        time.sleep(0.1)  # let DEBUG SLEEP take the server
-        started = time.monotonic()
-        statuses = [view(factory.get("/")).status_code for _ in range(5)]
-        cached = CachedView.as_view()(factory.get("/c"))
-        elapsed = time.monotonic() - started
-        sleeper.join(timeout=10)
+        connection.reset_stats()
+        server.pause()  # frozen (SIGSTOP): every command hangs until the socket times out
+        try:
+            statuses = [view(factory.get("/")).status_code for _ in range(5)]
+            cached = CachedView.as_view()(factory.get("/c"))
+            counts = connection.stats()
+            breaker_open = connection.get_breaker().is_open
+        finally:
+            server.resume()
     assert statuses == [200] * 5  # FAIL_OPEN
     assert cached.status_code == 200 and cached["X-Cache"] == "MISS"
-    # One 0.2 s timeout opened the breaker; every later call skipped Redis at once.
-    assert elapsed < 1.5
+    # One socket timeout opened the breaker; every later call skipped Redis without waiting.
+    assert counts["timeouts"] == 1 and counts["failures"] == 1, counts
+    assert counts["skips"] >= 5, counts
+    assert breaker_open
 
 
 @pytest.fixture

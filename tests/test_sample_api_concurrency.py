@@ -38,10 +38,12 @@ from rest_framework.test import APIClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-DURATION = 3.0
 READERS = 4
 WRITERS = 2
 PRODUCTS_PER_WRITER = 2
+WRITES_PER_WRITER = 40  # every write method ten times
+READS_PER_READER = 50  # at least; readers go on until the writers are done
+SAFETY_SECONDS = 120.0  # a bound on a hang, not a speed claim
 
 
 @contextmanager
@@ -240,7 +242,9 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
     stats_lock = threading.Lock()
     problems: list[str] = []
     errors: list[BaseException] = []
-    deadline = time.monotonic() + DURATION
+    deadline = time.monotonic() + SAFETY_SECONDS
+    writers_done = threading.Event()
+    writers_left = [WRITERS]
 
     def count(**increments: int) -> None:
         with stats_lock:
@@ -254,9 +258,8 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
         categories = {p.pk: books.pk for p in mine}
         methods = ["api", "save", "atomic", "update"]
         try:
-            for step in range(1_000_000):
-                if time.monotonic() >= deadline:
-                    break
+            for step in range(WRITES_PER_WRITER):
+                assert time.monotonic() < deadline, "a writer hung"
                 product = mine[step % len(mine)]
                 pk = product.pk
                 versions[pk] += 1
@@ -289,16 +292,22 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
                 time.sleep(0.002)
         except BaseException as exc:  # noqa: BLE001  (re-raised by the main thread)
             errors.append(exc)
+            writers_done.set()  # the readers stop too: the test fails on the error
         finally:
             connections.close_all()
+            with stats_lock:
+                writers_left[0] -= 1
+                if not writers_left[0]:
+                    writers_done.set()
 
     def reader(seed: int) -> None:
         rng = random.Random(seed)
         client = APIClient()
+        reads = 0
         try:
-            for _ in range(1_000_000):
-                if time.monotonic() >= deadline:
-                    break
+            while not (writers_done.is_set() and reads >= READS_PER_READER):
+                assert time.monotonic() < deadline, "a reader hung"
+                reads += 1
                 acked, _ = ledger.snapshot()
                 choice = rng.randrange(4)
                 if choice == 0:
@@ -340,7 +349,7 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=DURATION + 60)
+        thread.join(timeout=SAFETY_SECONDS + 60)
     assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
     assert not errors, errors[0]
 
@@ -349,6 +358,7 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
     # product that never left it (see the module's docstring).
     assert stats["stale"] == 0, problems[:10]
     assert stats["missing_rows"] == 0, problems[:10]
-    assert stats["writes"] >= 20 and stats["reads"] >= 100, dict(stats)
+    assert stats["writes"] == WRITERS * WRITES_PER_WRITER, dict(stats)
+    assert stats["reads"] >= READERS * READS_PER_READER, dict(stats)
     assert all(stats[f"writes_{m}"] for m in ("api", "save", "atomic", "update")), dict(stats)
     assert stats["hits"] > 0, "the cache was never exercised"

@@ -20,6 +20,7 @@ from drf_redis_toolkit.throttling import (
     SlidingWindowThrottle,
     ThrottlingUnavailable,
 )
+from tests.workers import Workers
 
 PROCESSES = 8
 THREADS = 4
@@ -47,10 +48,12 @@ def _make(kind: str, rate: str):
 
 
 def _process(kind, rate, attempts, barrier, results):
+    """Run THREADS workers; report (admitted, refused by outage, attempts made, deaths)."""
     throttle_cls = _make(kind, rate)
     factory = APIRequestFactory()
     admitted = [0] * THREADS
     errors = [0] * THREADS
+    made = [0] * THREADS
 
     def thread(index):
         barrier.wait(timeout=30)
@@ -60,17 +63,24 @@ def _process(kind, rate, attempts, barrier, results):
                     admitted[index] += 1
             except ThrottlingUnavailable:
                 errors[index] += 1
+            made[index] += 1
 
-    threads = [threading.Thread(target=thread, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    results.put((sum(admitted), sum(errors)))
+    workers = Workers(thread, THREADS, "hammer").start()
+    try:
+        workers.join(timeout=60)
+        deaths = ""
+    except AssertionError as exc:  # reported to the test through the queue
+        deaths = str(exc)
+    results.put((sum(admitted), sum(errors), sum(made), deaths))
 
 
 def hammer(kind: str, limit: int) -> tuple[int, int, int]:
-    """Return (admitted, errors, attempts) for one run of PROCESSES x THREADS workers."""
+    """Return (admitted, errors, attempts) for one run of PROCESSES x THREADS workers.
+
+    Every thread of every process must have made all its attempts: a worker that
+    died (or a process that did not report) fails the test here, so the admitted
+    count is never judged on part of the load.
+    """
     attempts = max(10, (limit * 3 // 2) // (PROCESSES * THREADS) + 1)
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(PROCESSES * THREADS)
@@ -84,9 +94,14 @@ def hammer(kind: str, limit: int) -> tuple[int, int, int]:
     outcomes = [results.get(timeout=120) for _ in procs]
     for proc in procs:
         proc.join(timeout=30)
-    admitted = sum(a for a, _ in outcomes)
-    errors = sum(e for _, e in outcomes)
-    return admitted, errors, attempts * PROCESSES * THREADS
+    assert [proc.exitcode for proc in procs] == [0] * PROCESSES
+    deaths = [d for _, _, _, d in outcomes if d]
+    assert not deaths, deaths
+    total = attempts * PROCESSES * THREADS
+    assert sum(m for _, _, m, _ in outcomes) == total  # every attempt was made
+    admitted = sum(a for a, _, _, _ in outcomes)
+    errors = sum(e for _, e, _, _ in outcomes)
+    return admitted, errors, total
 
 
 @pytest.fixture

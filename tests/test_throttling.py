@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit
-from drf_redis_toolkit.rates import parse_rate
+from drf_redis_toolkit.rates import Limit, parse_rate
 from drf_redis_toolkit.throttling import (
     AnonSlidingWindowCounterThrottle,
     AnonSlidingWindowThrottle,
@@ -53,6 +54,13 @@ def hit(throttle_cls, request=None):
     return throttle.allow_request(request, None), throttle
 
 
+def leaves_in(backend, refused, index: int, window: int) -> float:
+    """Seconds from the refused decision until the ``index``-th oldest log entry leaves."""
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    score = backend.raw.zrange(key, index, index, withscores=True)[0][1]
+    return (score + window * 1_000_000 - refused.decision.now_us) / 1e6
+
+
 def server_time(raw) -> float:
     seconds, micros = raw.time()
     return seconds + micros / 1e6
@@ -81,20 +89,116 @@ def test_keys_share_one_hash_tag_and_expire(backend):
     assert 3590 <= backend.raw.ttl(key) <= 3600
 
 
-def test_sliding_not_fixed_across_a_window_boundary(backend):
-    """A fixed window would admit again right after its boundary; a sliding one must not."""
-    throttle = make_throttle(SlidingWindowThrottle, "3/2s")
-    start = server_time(backend.raw)
-    assert [hit(throttle)[0] for _ in range(3)] == [True] * 3
-    boundary = (int(start) // 2 + 1) * 2  # the next fixed 2 s window starts here
-    deadline = time.monotonic() + 3
-    while server_time(backend.raw) < boundary + 0.05 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if server_time(backend.raw) < start + 1.9:
-        assert hit(throttle)[0] is False  # still inside the sliding window
-    while server_time(backend.raw) < start + 2.1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert hit(throttle)[0] is True
+def server_us(raw) -> int:
+    seconds, micros = raw.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def window_at(raw, phase: float) -> int:
+    """A window length (whole seconds) in which the server's clock now sits at ``phase``.
+
+    Fixed windows start at multiples of their length, so choosing the length chooses
+    where "now" falls inside one: a test gets the phase it needs without sleeping.
+    Windows of 1000 s and more move by well under 0.1% while a test runs.
+    """
+    now = server_time(raw)
+    for window in range(1000, 100_000):
+        if abs((now % window) / window - phase) < 0.01:
+            return window
+    raise AssertionError(f"no window puts {now} at phase {phase}")
+
+
+def counter_estimate(decision, window: int, prev: int, cur: int) -> float:
+    """What the counter must estimate: previous * (time left of the fixed window / w) + current."""
+    w_us = window * 1_000_000
+    start = decision.now_us // w_us * w_us
+    return prev * ((start + w_us - decision.now_us) / w_us) + cur
+
+
+@pytest.mark.parametrize("phase", [0.1, 0.5, 0.9])
+def test_counter_weights_the_previous_window_by_the_time_left(backend, phase):
+    """80 requests in the previous fixed window, 10 in this one: the estimate is 80 * left + 10."""
+    window = window_at(backend.raw, phase)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, mapping={f"{w_us}:{index - 1}": 80, f"{w_us}:{index}": 10})
+    limits = (Limit(100, window),)
+    probe = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits, record=False)
+    assert probe.now_us // w_us == index  # still the same fixed window
+    estimate = counter_estimate(probe, window, 80, 10)
+    assert estimate == pytest.approx(10 + 80 * (1 - phase), abs=1.0)
+    assert probe.limits[0].remaining == math.floor(100 - estimate)
+    # The largest cost that fits is admitted, one more is refused (each judged at its own now).
+    fits = probe.limits[0].remaining
+    for cost in (fits, fits + 1):
+        decision = ratelimit.decide(
+            ratelimit.COUNTER, "t", "ident:fixed", limits, cost=cost, record=False
+        )
+        expected = counter_estimate(decision, window, 80, 10) + cost <= 100
+        assert decision.allowed is expected, (cost, decision)
+        if not expected:
+            # Refused: retry when the previous window's weight has decayed enough to fit.
+            needed = (100 - cost - 10) / 80
+            start = decision.now_us // w_us * w_us
+            retry_us = math.ceil(start + w_us - needed * w_us - decision.now_us)
+            assert decision.limits[0].retry_after == pytest.approx(retry_us / 1e6, abs=2e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sliding_not_fixed_right_after_a_fixed_window_boundary(backend, variant):
+    """A full previous fixed window still blocks right after the boundary; a fixed window would not.
+
+    The clock is placed 10% into a fixed window by choosing the window's length; the
+    earlier requests are written just before the boundary, as the throttle would have.
+    """
+    base, kind = VARIANTS[variant]
+    window = window_at(backend.raw, 0.1)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    boundary = index * w_us
+    key = keyspace.throttle_key(kind, "t", "ident:fixed")
+    if kind == ratelimit.LOG:
+        backend.raw.zadd(key, {f"old:{i}": boundary - 1_000_000 + i for i in range(3)})
+    else:
+        backend.raw.hset(key, f"{w_us}:{index - 1}", 3)
+    allowed, refused = hit(make_throttle(base, f"3/{window}s"))
+    assert refused.decision.now_us // w_us == index
+    assert allowed is False
+    if kind == ratelimit.LOG:
+        oldest_leaves = boundary - 1_000_000 + window * 1_000_000
+        assert refused.wait() == pytest.approx((oldest_leaves - refused.decision.now_us) / 1e6)
+    else:
+        assert refused.wait() > 0
+
+
+def test_log_refuses_while_the_oldest_entry_is_just_inside_the_window(backend):
+    """An entry 0.9 s from the window's trailing edge still counts; one past the edge does not."""
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    limits = parse_rate("2/10s")
+    for _attempt in range(5):
+        backend.raw.delete(key)
+        now = server_us(backend.raw)
+        edge = now - 10_000_000 + 900_000
+        backend.raw.zadd(key, {"old:1": edge, "new:1": now - 1_000_000})
+        decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", limits)
+        if decision.now_us - 10_000_000 < edge:  # the script ran while it was still inside
+            break
+    else:
+        pytest.fail("the script never ran within 0.9 s of reading the clock")
+    assert decision.allowed is False
+    assert decision.limits[0].remaining == 0
+    expected = (edge + 10_000_000 - decision.now_us) / 1e6
+    assert decision.limits[0].retry_after == pytest.approx(expected, abs=1e-6)
+    assert backend.raw.zcard(key) == 2
+    # At the edge (score == now - window) an entry has left: it is trimmed, the request admitted.
+    backend.raw.delete(key)
+    now = server_us(backend.raw)
+    backend.raw.zadd(key, {"old:1": now - 10_000_000, "new:1": now - 1_000_000})
+    decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", limits)
+    assert decision.allowed is True
+    assert backend.raw.zrange(key, 0, -1)[0] == b"new:1"
+    assert backend.raw.zcard(key) == 2
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -143,10 +247,7 @@ def test_wait_with_cost_points_at_the_entry_that_must_leave(backend):
         hit(throttle)
     allowed, refused = hit(make_throttle(SlidingWindowThrottle, "3/10s", cost=2))
     assert allowed is False
-    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
-    second_oldest = backend.raw.zrange(key, 1, 1, withscores=True)[0][1]
-    expected = (second_oldest + 10_000_000 - refused.decision.now_us) / 1e6
-    assert refused.wait() == pytest.approx(expected, abs=1e-6)
+    assert refused.wait() == pytest.approx(leaves_in(backend, refused, 1, 10), abs=1e-6)
 
 
 def test_wait_when_history_exceeds_a_lowered_rate(backend):
@@ -496,3 +597,73 @@ def test_ipv6_prefix_length_is_validated(value):
     with override_settings(DRF_REDIS_TOOLKIT={"IPV6_PREFIX_LENGTH": value}):
         with pytest.raises(ImproperlyConfigured, match=r"IPV6_PREFIX_LENGTH.*1 to 128"):
             toolkit_settings.check()
+# -- edges found by the Lua mutants (tests/lua_mutants.py) ------------------------------------
+
+
+def test_log_shorter_windows_count_only_their_own_span(backend):
+    """Entries 5 s old count for the minute, not for the second."""
+    key = keyspace.throttle_key(ratelimit.LOG, "t", "ident:fixed")
+    now = server_us(backend.raw)
+    backend.raw.zadd(key, {f"old:{i}": now - 5_000_000 + i for i in range(3)})
+    decision = ratelimit.decide(ratelimit.LOG, "t", "ident:fixed", parse_rate("2/s,10/min"))
+    assert decision.allowed is True
+    second, minute = decision.limits
+    assert (second.window, second.remaining) == (1, 1)
+    assert (minute.window, minute.remaining) == (60, 6)
+
+
+def test_log_cost_equal_to_the_limit_waits_for_the_window_to_empty(backend):
+    throttle = make_throttle(SlidingWindowThrottle, "3/10s")
+    hit(throttle)
+    allowed, refused = hit(make_throttle(SlidingWindowThrottle, "3/10s", cost=3))
+    assert allowed is False
+    assert refused.wait() == pytest.approx(leaves_in(backend, refused, 0, 10), abs=1e-6)
+    assert refused.wait() < 10
+
+
+def test_log_remaining_is_never_negative_under_a_lowered_rate(backend):
+    for _ in range(5):
+        hit(make_throttle(SlidingWindowThrottle, "10/min"))
+    allowed, refused = hit(make_throttle(SlidingWindowThrottle, "2/min"))
+    assert allowed is False
+    assert refused.decision.limits[0].remaining == 0
+
+
+def test_counter_cost_equal_to_the_limit_waits_for_the_previous_window_to_decay(backend):
+    """Nothing in this fixed window: a cost of the whole limit fits once the previous one left."""
+    window = window_at(backend.raw, 0.5)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, f"{w_us}:{index - 1}", 4)
+    limits = (Limit(10, window),)
+    decision = ratelimit.decide(
+        ratelimit.COUNTER, "t", "ident:fixed", limits, cost=10, record=False
+    )
+    assert decision.allowed is False
+    end_of_window = (index + 1) * w_us - decision.now_us
+    assert decision.limits[0].retry_after == pytest.approx(end_of_window / 1e6, abs=2e-6)
+
+
+def test_counter_keeps_the_previous_window_and_drops_older_ones(backend):
+    """The first request of a fixed window deletes older counters, never the previous one."""
+    window = window_at(backend.raw, 0.5)
+    w_us = window * 1_000_000
+    index = server_us(backend.raw) // w_us
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    backend.raw.hset(key, mapping={f"{w_us}:{index - 2}": 7, f"{w_us}:{index - 1}": 8})
+    limits = (Limit(100, window),)
+    first = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits)
+    assert first.now_us // w_us == index
+    fields = {k.decode(): int(v) for k, v in backend.raw.hgetall(key).items()}
+    assert fields == {f"{w_us}:{index - 1}": 8, f"{w_us}:{index}": 1}
+    second = ratelimit.decide(ratelimit.COUNTER, "t", "ident:fixed", limits, record=False)
+    estimate = counter_estimate(second, window, 8, 1)
+    assert second.limits[0].remaining == math.floor(100 - estimate)
+
+
+def test_counter_key_lives_for_two_windows(backend):
+    """The previous window's count is needed for one more window: the key outlives it."""
+    hit(make_throttle(SlidingWindowCounterThrottle, "5/min"))
+    key = keyspace.throttle_key(ratelimit.COUNTER, "t", "ident:fixed")
+    assert 60_000 < backend.raw.pttl(key) <= 120_000

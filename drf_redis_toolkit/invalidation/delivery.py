@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import django
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
@@ -77,10 +78,30 @@ class _Batch:
     def schedule(self) -> None:
         for alias, senders in self.by_alias.items():
             deliver = partial(_deliver, dict(senders), frozenset(self.rows.get(alias, ())), alias)
-            transaction.on_commit(deliver, using=alias, robust=True)
+            on_commit_robust(deliver, alias)
 
 
 _local = threading.local()
+
+
+def on_commit_robust(func: Any, alias: str) -> None:
+    """Run ``func`` after the commit on ``alias``; an error in it is logged, never raised.
+
+    A failing delivery must not break the write that was already committed nor
+    the other commit hooks. Django 5.0+ does this with ``robust=True``; on older
+    versions the function is wrapped to the same effect.
+    """
+    if django.VERSION >= (5, 0):
+        transaction.on_commit(func, using=alias, robust=True)
+    else:
+        transaction.on_commit(partial(_logging_errors, func), using=alias)
+
+
+def _logging_errors(func: Any) -> None:
+    try:
+        func()
+    except Exception:
+        logger.exception("drf_redis_toolkit: an invalidation delivery failed after the commit")
 
 
 def _batches() -> list[_Batch]:
@@ -112,24 +133,39 @@ def batch() -> Iterator[None]:
             current.schedule()
 
 
+def as_names(namespaces: str | Iterable[str], keys: str | Iterable[str]) -> Names:
+    """``Names`` from iterables of names, or from single names given as plain strings.
+
+    ``invalidate("product:1")`` means the one namespace ``product:1``, not the
+    nine one-character namespaces iterating the string would give.
+    """
+    return Names(
+        frozenset((namespaces,) if isinstance(namespaces, str) else namespaces),
+        frozenset((keys,) if isinstance(keys, str) else keys),
+    )
+
+
 def invalidate(
-    namespaces: Iterable[str] = (),
-    keys: Iterable[str] = (),
+    namespaces: str | Iterable[str] = (),
+    keys: str | Iterable[str] = (),
     *,
     using: str | None = None,
     sender: Any = None,
 ) -> None:
-    """Invalidate names when the current transaction on ``using`` commits (at once if none)."""
-    names = Names(frozenset(namespaces), frozenset(keys))
+    """Invalidate names when the current transaction on ``using`` commits (at once if none).
+
+    Each argument is a name or an iterable of names.
+    """
+    names = as_names(namespaces, keys)
     if names:
         schedule(names, using or DEFAULT_DB_ALIAS, sender)
 
 
 def invalidate_now(
-    namespaces: Iterable[str] = (), keys: Iterable[str] = (), *, sender: Any = None
+    namespaces: str | Iterable[str] = (), keys: str | Iterable[str] = (), *, sender: Any = None
 ) -> bool:
     """Invalidate at once, ignoring transactions; ``False`` if Redis was unreachable (queued)."""
-    return _deliver({sender: Names(frozenset(namespaces), frozenset(keys))})
+    return _deliver({sender: as_names(namespaces, keys)})
 
 
 def schedule(names: Names, alias: str, sender: Any) -> None:
@@ -146,7 +182,7 @@ def schedule(names: Names, alias: str, sender: Any) -> None:
     else:
         rows = frozenset((row,)) if row is not None else frozenset()
         deliver = partial(_deliver, {sender: names}, rows, alias)
-        transaction.on_commit(deliver, using=alias, robust=True)
+        on_commit_robust(deliver, alias)
 
 
 def _redis_known_down() -> bool:

@@ -1,0 +1,98 @@
+"""ratelimit.py's own decisions on every backend: what `make mutate`'s mutants showed unwatched."""
+
+from __future__ import annotations
+
+import pytest
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit.rates import Limit, parse_rate
+
+
+def server_us(raw) -> int:
+    seconds, micros = raw.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def test_cost_bounds(backend):
+    top = (Limit(ratelimit.MAX_COST, 60),)
+    assert ratelimit.decide(ratelimit.COUNTER, "e", "c", top, cost=ratelimit.MAX_COST).allowed
+    with pytest.raises(ValueError, match=f"between 0 and {ratelimit.MAX_COST}, got 10001"):
+        ratelimit.decide(ratelimit.COUNTER, "e", "c", top, cost=ratelimit.MAX_COST + 1)
+    with pytest.raises(ValueError, match="got -1"):
+        ratelimit.decide(ratelimit.COUNTER, "e", "c", top, cost=-1)
+
+
+@pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
+def test_each_limit_reports_its_own_reset(backend, kind):
+    ratelimit.decide(kind, "e", "c", parse_rate("5/10s,5/hour"))
+    decision = ratelimit.decide(kind, "e", "c", parse_rate("5/10s,5/hour"), record=False)
+    ten, hour = decision.limits
+    assert (ten.window, hour.window) == (10, 3600)
+    assert 0 < ten.reset <= 10
+    assert 10 < hour.reset <= 3600
+    if kind == ratelimit.LOG:  # to the microsecond: when the oldest entry leaves each window
+        key = keyspace.throttle_key(kind, "e", "c")
+        oldest = backend.raw.zrange(key, 0, 0, withscores=True)[0][1]
+        for state in (ten, hour):
+            leaves = (oldest + state.window * 1_000_000 - decision.now_us) / 1_000_000
+            assert state.reset == pytest.approx(leaves, abs=1e-6)
+    # Same remaining: the one that frees its slot later is the most restrictive.
+    assert ten.remaining == hour.remaining == 4
+    assert decision.most_restrictive() is hour
+
+
+def test_the_blocking_limit_with_the_longest_wait_is_the_most_restrictive(backend):
+    """Cost 2: the 10 s limit is full (0 left), but the minute limit makes it wait longer."""
+    key = keyspace.throttle_key(ratelimit.LOG, "e", "c")
+    now = server_us(backend.raw)
+    old = {f"old:{i}": now - 30_000_000 + i for i in range(6)}  # in the minute only
+    new = {f"new:{i}": now - 1_000_000 + i for i in range(3)}  # in both
+    backend.raw.zadd(key, {**old, **new})
+    decision = ratelimit.decide(ratelimit.LOG, "e", "c", parse_rate("3/10s,10/min"), cost=2)
+    assert decision.allowed is False
+    ten, minute = decision.limits
+    assert (ten.remaining, minute.remaining) == (0, 1)
+    assert ten.retry_after < 10 < minute.retry_after
+    assert decision.most_restrictive() is minute
+    assert decision.retry_after == minute.retry_after
+
+
+@pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
+def test_undo_takes_back_exactly_the_cost(backend, kind):
+    limits = parse_rate("10/min,100/hour")
+    ratelimit.decide(kind, "e", "c", limits, cost=2)
+    taken = ratelimit.decide(kind, "e", "c", limits, cost=3)
+    assert taken.allowed and taken.cost == 3
+    ratelimit.undo([taken])
+    assert taken.recorded == []
+    after = ratelimit.decide(kind, "e", "c", limits, record=False)
+    assert [s.remaining for s in after.limits] == [8, 98]
+    ratelimit.undo([taken])  # a second undo takes nothing more
+    after = ratelimit.decide(kind, "e", "c", limits, record=False)
+    assert [s.remaining for s in after.limits] == [8, 98]
+
+
+def test_undo_of_the_counter_touches_this_windows_fields_only(backend):
+    limits = parse_rate("10/min,100/hour")
+    taken = ratelimit.decide(ratelimit.COUNTER, "e", "c", limits, cost=3)
+    key = keyspace.throttle_key(ratelimit.COUNTER, "e", "c")
+    fields = {k.decode() for k in backend.raw.hkeys(key)}
+    assert fields == {
+        f"{limit.window * 1_000_000}:{taken.now_us // (limit.window * 1_000_000)}"
+        for limit in limits
+    }
+    ratelimit.undo([taken])
+    assert {k.decode(): int(v) for k, v in backend.raw.hgetall(key).items()} == dict.fromkeys(
+        fields, 0
+    )
+
+
+def test_a_dry_run_or_a_refusal_records_nothing_to_undo(backend):
+    limits = parse_rate("1/min")
+    assert ratelimit.decide(ratelimit.LOG, "e", "c", limits, record=False).recorded == []
+    assert ratelimit.decide(ratelimit.LOG, "e", "c", limits).recorded
+    refused = ratelimit.decide(ratelimit.LOG, "e", "c", limits)
+    assert refused.allowed is False and refused.recorded == []
+    free = ratelimit.decide(ratelimit.LOG, "e", "other", limits, cost=0)
+    assert free.allowed and free.recorded == []
