@@ -14,7 +14,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit import ratelimit, signals
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.throttle_rounds import PASS_ATTR, ThrottleRound
@@ -154,6 +154,7 @@ class RateLimitMiddleware:
                 exc = ThrottlingUnavailable()
                 return JsonResponse({"detail": str(exc.detail)}, status=exc.status_code)
             decisions.append(decision)
+            signals.throttle(self, request, None, decision)
             if not decision.allowed and not refused:
                 refused = True
                 try:
