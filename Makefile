@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint format bench-throttle bench-cache load load-plots reliability-docs mutate clean docs matrix
+.PHONY: install demo test lint format bench-throttle bench-cache load load-plots reliability-docs mutate chaos clean docs matrix
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ reliability-docs: $(STAMP)
 bench-cache: $(STAMP)
 	$(BIN)/python benchmarks/cache_bench.py
 	$(BIN)/python benchmarks/cache_bench.py --no-pin
+
+## A seeded schedule of network faults (latency, resets mid-reply, blackhole, half-close,
+## a cluster node cut off) under load through fault proxies, judged by tests/chaos_checker.py.
+## SEED= (default: random, printed) DURATION=120 (s) CLUSTER=1 (3-master cluster).
+## Appends the measurements to docs/data/chaos.json and regenerates docs/reliability.md's table.
+chaos: $(STAMP)
+	$(BIN)/python loadtests/chaos.py --record --duration $(or $(DURATION),120) \
+		$(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(CLUSTER)),--cluster)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info mutants

@@ -19,6 +19,11 @@ class DrfRedisToolkitConfig(AppConfig):
         # management command), with ImproperlyConfigured naming the bad key.
         toolkit_settings.check()
 
+        if toolkit_settings.METRICS:  # the Prometheus exporter (docs/observability.md)
+            from drf_redis_toolkit import metrics
+
+            metrics.connect()
+
         from drf_redis_toolkit import invalidation
 
         # Connect the post_save/post_delete/m2m_changed receivers for the models

@@ -59,6 +59,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSetMixin
 
 from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit import signals
 from drf_redis_toolkit.cache_entries import (
     Entry,
     encode_entry,
@@ -855,6 +856,7 @@ def _serve(
     if is_pending(plan.namespace):
         # This process changed data under the namespace and Redis has not been
         # told yet: any entry may be stale. A miss, and nothing stored.
+        signals.cache_bypassed(plan.namespace, signals.PENDING_INVALIDATION, view, request)
         counters.add(plan.namespace, hit=False)
         return (yield from _compute(view, request, handler, args, kwargs, plan, None, None))
     token = os.urandom(8).hex()
@@ -869,6 +871,7 @@ def _serve(
                 if state == _HIT:
                     response = yield from _replay(view, request, plan, raw, None)
             if isinstance(response, HttpResponseBase):
+                signals.cache_served(plan.namespace, response, view, request)
                 counters.add(plan.namespace, hit=True)
                 return response
             if state in (_HIT, _UNCHANGED):
@@ -877,6 +880,7 @@ def _serve(
         _redis_failed(exc)
         gen, state = None, _PASS
     counters.add(plan.namespace, hit=False)
+    signals.cache_missed(plan.namespace, view, request, early=state == _REFRESH, failed=gen is None)
     held = token if state in (_LOCKED, _REFRESH) else None
     return (yield from _compute(view, request, handler, args, kwargs, plan, gen, held))
 
@@ -933,6 +937,8 @@ def _compute(
         session.restore()
         if token is not None:
             yield from _release(plan, token, pass_through=not cacheable)
+    if not cacheable:
+        signals.not_stored(plan.namespace, view, request, response, gen, vary)
     response[CACHE_STATUS_HEADER] = "MISS"
     if cacheable and _if_none_match(request, etag):
         return _not_modified(response, etag, "MISS")

@@ -9,6 +9,7 @@ fails at start-up with ``ImproperlyConfigured`` naming the key and its value.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_RULES": [],
     "IPV6_PREFIX_LENGTH": 64,
     "INVALIDATION": {},
+    "METRICS": False,
 }
 
 #: Settings whose change means the Redis connection must be rebuilt.
@@ -212,6 +214,11 @@ def _validate_invalidation(key: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _validate_metrics(key: str, value: Any) -> bool:
+    if _validate_bool(key, value) and importlib.util.find_spec("prometheus_client") is None:
+        raise _bad(key, value, "prometheus-client is not installed (drf-redis-toolkit[metrics])")
+    return value
+
 
 #: The Django cache backends whose Redis connection the toolkit can reuse.
 REUSABLE_CACHE_BACKENDS = (
@@ -257,6 +264,7 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "RATELIMIT_RULES": _validate_rules,
     "IPV6_PREFIX_LENGTH": _validate_ipv6_prefix,
     "INVALIDATION": _validate_invalidation,
+    "METRICS": _validate_metrics,
 }
 
 

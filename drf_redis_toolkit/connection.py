@@ -42,6 +42,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from drf_redis_toolkit import signals, tracing
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 
@@ -139,6 +140,7 @@ class CircuitBreaker:
             with self._lock:
                 self._tripped = False
                 self._open_until = 0.0
+            signals.breaker(self, signals.CLOSED)
             logger.warning("drf_redis_toolkit: Redis is reachable again; circuit breaker closed")
 
     def record_failure(self) -> bool:
@@ -147,6 +149,7 @@ class CircuitBreaker:
             newly = not self._tripped
             self._tripped = True
             self._open_until = self.clock() + self.cooldown
+        signals.breaker(self, signals.OPEN)
         return newly
 
 
@@ -322,6 +325,7 @@ def _build(breaker: CircuitBreaker) -> Any:
         try:
             client = build_client()
         except BUILD_ERRORS as exc:
+            signals.error(exc, unreachable=True)
             if breaker.record_failure():
                 logger.warning(
                     "drf_redis_toolkit: could not connect to Redis (%s: %s); retrying in %ss",
@@ -389,11 +393,13 @@ def _probe(breaker: CircuitBreaker) -> Any:
     answer or a hook could not finish.
     """
     _local.probing = True
+    signals.breaker(breaker, signals.HALF_OPEN)
     try:
         client = _build(breaker)
         try:
             client.ping()
         except BUILD_ERRORS as exc:
+            signals.error(exc, unreachable=True)
             breaker.record_failure()
             raise RedisUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
         for hook in list(_recovery_hooks):
@@ -434,21 +440,25 @@ class guarded:  # used like a function: ``with guarded() as client:``
     costs more.
     """
 
-    __slots__ = ("breaker",)
+    __slots__ = ("breaker", "span")
 
     def __enter__(self) -> Any:
         state = _current_state()
         self.breaker = breaker = state.breaker
+        self.span = None
         if breaker._tripped and not getattr(_local, "probing", False):
             if not breaker.allow():
                 state.counts["skips"] += 1
                 raise RedisUnavailable("Redis skipped: the circuit breaker is open after a failure")
             return _probe(breaker)
         client = state.client
-        return client if client is not None else _build(breaker)
+        client = client if client is not None else _build(breaker)
+        self.span = tracing.start() if tracing.ENABLED else None  # optional OpenTelemetry
+        return client
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Never swallows: returns None, or raises RedisUnavailable from the error.
+        tracing.end(self.span, exc)
         _after_call(self.breaker, exc_type, exc)
 
 
@@ -458,6 +468,7 @@ def _after_call(breaker: CircuitBreaker, exc_type: Any, exc: Any) -> None:
         if breaker._tripped and not getattr(_local, "probing", False):
             breaker.record_success()
         return
+    signals.error(exc, is_unreachable(exc))
     if issubclass(exc_type, CONNECTION_ERRORS) or (
         issubclass(exc_type, RedisClusterException) and is_unreachable(exc)
     ):

@@ -70,6 +70,11 @@ def _throttle_key(key_prefix: str, kind: str, scope: str, ident: str) -> str:
     return f"{key_prefix}:{kind}:{safe_part(scope)}:{{{digest(ident)}}}"
 
 
+def throttle_identity(key: str) -> str:
+    """The identity digest in a ``throttle_key()`` (its hash tag): names a client, not who."""
+    return key[key.rfind("{") + 1 : -1]
+
+
 def popular_products_key(day: int) -> str:
     """One day's product-view sorted set; all days share the ``{pv}`` hash tag."""
     return f"{prefix()}:popular:{{pv}}:{day}"

@@ -15,7 +15,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit import ratelimit, signals
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.drivers import Call, Flow, run_async, run_sync
 from drf_redis_toolkit.exceptions import RedisUnavailable
@@ -181,6 +181,7 @@ class RateLimitMiddleware(_BothWays):
                 exc = ThrottlingUnavailable()
                 return JsonResponse({"detail": str(exc.detail)}, status=exc.status_code)
             decisions.append(decision)
+            signals.throttle(self, request, None, decision)
             if not decision.allowed and not refused:
                 refused = True
                 try:

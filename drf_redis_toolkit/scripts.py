@@ -13,6 +13,7 @@ its own keys and arguments without a copy of it (Redis has no ``include``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -24,14 +25,21 @@ from redis.exceptions import NoScriptError, ResponseError
 _FUNCTION_RE = re.compile(rb"^--@function (\w+)$", re.MULTILINE)
 
 
-def script_source(name: str) -> bytes:
-    """The text of ``lua/<name>.lua``, its ``--@function`` lines expanded."""
-    text = files("drf_redis_toolkit").joinpath("lua", f"{name}.lua").read_bytes()
+def _package_text(name: str) -> bytes:
+    return files("drf_redis_toolkit").joinpath("lua", f"{name}.lua").read_bytes()
+
+
+def script_source(name: str, read: Callable[[str], bytes] = _package_text) -> bytes:
+    """The text of ``lua/<name>.lua``, its ``--@function`` lines expanded.
+
+    ``read`` gives a script's raw text by name (the mutation tests hand in mutated ones).
+    """
     return _FUNCTION_RE.sub(
         lambda match: (
-            b"local function %s(KEYS, ARGV)\n%s\nend" % (match[1], script_source(match[1].decode()))
+            b"local function %s(KEYS, ARGV)\n%s\nend"
+            % (match[1], script_source(match[1].decode(), read))
         ),
-        text,
+        read(name),
     )
 
 

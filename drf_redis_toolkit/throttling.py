@@ -28,7 +28,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from drf_redis_toolkit import ratelimit
+from drf_redis_toolkit import ratelimit, signals
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.rates import Limit, parse_rate
@@ -214,6 +214,7 @@ class SlidingWindowThrottle(BaseThrottle):
                 return True
             raise ThrottlingUnavailable() from exc
         self.decision = decision
+        signals.throttle(self, request, view, decision)
         if decision.allowed:
             return True
         round_.refuse()

@@ -250,6 +250,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             redis_url = server.url
             log(f"{mode}: redis-server pid {server.pid} on {redis_url}")
         env = server_env(args, mode, redis_url, workdir)
+        env.update(metrics_env(workdir))  # /metrics summed over the workers
         env.update(start_database(args, started))
         manage("migrate", "--noinput", "-v", "0", env=env, logfile=logfile)
         demo_users = users + 5
@@ -319,6 +320,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
         except subprocess.TimeoutExpired:
             log("locust overran its time; stopping it")
         started.stop_one("locust")
+        server_metrics = read_metrics(base_url)  # before the workers stop
         # Stop the workers gracefully first: they flush their cache counters on exit.
         started.stop_one("gunicorn")
         try:
@@ -330,6 +332,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
         if not client_json.exists():
             raise RuntimeError(f"locust wrote no results:\n{tail(outdir / 'locust.log')}")
         summary = summarize(args, mode, users, outdir, stats, locust_exit)
+        summary["metrics"] = server_metrics
         (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
     finally:
@@ -340,6 +343,48 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             shutil.rmtree(workdir, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+# -- the Prometheus metrics (docs/observability.md) -------------------------------------
+
+
+def metrics_env(workdir: Path) -> dict[str, str]:
+    """prometheus-client's multiprocess mode for the workers, and the ``child_exit`` hook."""
+    directory = workdir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    config = SAMPLE / "config" / "gunicorn.conf.py"
+    return {"PROMETHEUS_MULTIPROC_DIR": str(directory), "GUNICORN_CMD_ARGS": f"--config {config}"}
+
+
+def read_metrics(base_url: str) -> dict[str, Any]:
+    """Hit rate and throttle refusals as the server counted them, from ``/metrics``."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (ImportError, OSError) as exc:
+        log(f"/metrics not read: {exc}")
+        return {}
+    cache: dict[str, dict[str, float]] = {}
+    refused: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "drf_redis_toolkit_cache_requests_total":
+                outcomes = cache.setdefault(sample.labels["namespace"], {})
+                outcomes[sample.labels["outcome"]] = sample.value
+            elif sample.name == "drf_redis_toolkit_throttle_decisions_total":
+                if sample.labels["outcome"] == "refused":
+                    refused[sample.labels["scope"]] = sample.value
+    total = sum(sum(o.values()) for o in cache.values())
+    hits = sum(o.get("hit", 0) + o.get("not_modified", 0) for o in cache.values())
+    return {
+        "cache_requests": int(total),
+        "cache_hit_rate": round(100 * hits / total, 1) if total else None,
+        "cache_outcomes": cache,
+        "throttle_refused": {scope: int(n) for scope, n in refused.items()},
+    }
 
 
 # -- the summary -----------------------------------------------------------------------
@@ -515,6 +560,12 @@ def describe(summary: dict[str, Any]) -> str:
         )
     for name, c in sorted(summary["cache_hit_rate"]["server"].items()):
         lines.append(f"  cache {name:24s} hit rate {c['hit_rate']:5.1f}% ({c['hits']} hits)")
+    if summary.get("metrics"):
+        m = summary["metrics"]
+        lines.append(
+            f"  /metrics: hit rate {m['cache_hit_rate']}% of {m['cache_requests']} cacheable "
+            f"requests; throttle refusals {m['throttle_refused']}"
+        )
     for scope, s in sorted(summary["throttle_429_share"].items()):
         lines.append(
             f"  throttle {scope:12s} {s['throttled']:6d} of {s['requests']:7d} answered 429 "

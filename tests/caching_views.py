@@ -207,6 +207,23 @@ class Greeting(CacheResponseMixin, APIView):
         return response
 
 
+class RacingGreeting(CacheResponseMixin, APIView):
+    """Varies on ``Accept-Language``; its English answer is invalidated while it is computed."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+    def get(self, request: Any) -> Response:
+        from drf_redis_toolkit.caching import invalidate_view
+
+        english = not request.headers.get("Accept-Language", "").startswith("fr")
+        if english:
+            assert invalidate_view("http://testserver/racing/") is True
+        response = Response({"greeting": "hello" if english else "bonjour"})
+        response["Vary"] = "Accept-Language"
+        return response
+
+
 class Compressed(CacheResponseMixin, APIView):
     """Compresses its body itself when the client accepts gzip (``Vary: Accept-Encoding``)."""
 
@@ -339,6 +356,7 @@ urlpatterns = [
     path("plain-object/", PlainObjectCheck.as_view()),
     path("deco/<str:slot>/", Decorated.as_view()),
     path("greeting/", Greeting.as_view()),
+    path("racing/", RacingGreeting.as_view()),
     path("compressed/", Compressed.as_view()),
     path("themed/", Themed.as_view()),
     path("pk/<int:pk>/", PkDetail.as_view()),

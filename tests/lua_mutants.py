@@ -49,16 +49,24 @@ THROTTLE_TESTS = (
 EDGES = "tests/test_lua_edges.py"
 CACHE_TESTS = (
     EDGES,
+    "tests/test_caching_seams.py",
     "tests/test_caching_options.py",
     "tests/test_caching.py",
     "tests/test_mixins.py",
     "tests/test_caching_failures.py",
 )
 GENERATION_TESTS = (EDGES, "tests/test_generations.py", "tests/test_caching.py")
+ROUND_TESTS = (
+    "tests/test_throttle_round_edges.py",
+    "tests/test_throttle_round_trips.py",
+    "tests/test_throttle_rounds.py",
+    "tests/test_drf_throttle_parity.py",
+)
 #: The tests that cover each script.
 COVERING = {
     "sliding_window": THROTTLE_TESTS,
     "sliding_window_counter": THROTTLE_TESTS,
+    "throttle_round": ROUND_TESTS,
     "cache_get": CACHE_TESTS,
     "cache_set": CACHE_TESTS,
     "cache_unlock": CACHE_TESTS,
@@ -150,14 +158,28 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("cache_get", "pass-through marker ignored", "== '!' then", "== '?' then"),
     Mutant("cache_set", "store under a moved generation",
            "if cur and tonumber(cur) == tonumber(ARGV[1]) then", "if true then"),
-    Mutant("cache_set", "no TTL", "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])",
+    Mutant("cache_set", "no TTL", "redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)",
            "redis.call('SET', KEYS[2], ARGV[2])"),
+    Mutant("cache_set", "vary record without TTL", "redis.call('SET', KEYS[4], ARGV[5], 'PX', ttl)",
+           "redis.call('SET', KEYS[4], ARGV[5])"),
+    Mutant("cache_set", "replaced vary record ignored",
+           "ok = redis.call('GET', KEYS[4]) == ARGV[5]", "ok = true"),
+    Mutant("cache_get", "vary record of an old generation followed",
+           "if vg and tonumber(vg) == g then", "if vg then"),
     Mutant("cache_set", "lock kept", "  redis.call('DEL', KEYS[3])\nend\nreturn stored",
            "end\nreturn stored"),
     Mutant("cache_unlock", "releases a lock it does not hold",
            "if redis.call('GET', KEYS[1]) ~= ARGV[1] then", "if false then"),
     Mutant("cache_unlock", "no pass-through marker", "if tonumber(ARGV[2]) > 0 then",
            "if false then"),
+    Mutant("throttle_round", "no take-back on a refusal",
+           "        take_back(KEYS[j], earlier[1], earlier[2], out[j])\n", ""),
+    Mutant("throttle_round", "throttles after a refusal record",
+           "if refused then args[flag_at[kind]] = '0' end", ""),
+    Mutant("throttle_round", "take-back reports nothing given back",
+           "reply[at] = math.min(limit, reply[at] + cost)", "reply[at] = reply[at]"),
+    Mutant("throttle_round", "counter taken back in the wrong window",
+           "math.floor(now / w)", "math.floor(now / w) - 1"),
     Mutant("generation_bump", "bump to the same value", "or '0') + 1", "or '0') + 0"),
     Mutant("generation_bump", "bump ignores the clock", "if gen < now then gen = now end", ""),
     Mutant("generation_read", "missing generation restarts at 0", "redis.call('SET', key, now)\n"
@@ -176,7 +198,11 @@ _installed: list = []  # the real get_script first, then every wrapper handed ou
 
 
 def _install(mutant: Mutant) -> None:
-    """Make ``get_script`` hand out the mutated script, everywhere it was imported."""
+    """Make ``get_script`` hand out the mutated script, everywhere it was imported.
+
+    Scripts that embed the mutated one (``--@function``, e.g. ``throttle_round``)
+    get the mutation too.
+    """
     from redis.commands.core import Script
 
     from drf_redis_toolkit import scripts
@@ -184,11 +210,19 @@ def _install(mutant: Mutant) -> None:
     if not _installed:
         _installed.append(scripts.get_script)
     original = _installed[0]
-    source = (LUA / f"{mutant.script}.lua").read_text()
-    mutated = Script(None, mutant.apply(source).encode())  # type: ignore[arg-type]
+
+    def read(name: str) -> bytes:
+        text = (LUA / f"{name}.lua").read_text()
+        return (mutant.apply(text) if name == mutant.script else text).encode()
+
+    mutated: dict[str, Script] = {}
 
     def get_script(name: str) -> Script:
-        return mutated if name == mutant.script else original(name)
+        if name not in mutated:
+            source = scripts.script_source(name, read)
+            unchanged = source == scripts.script_source(name)
+            mutated[name] = original(name) if unchanged else Script(None, source)  # type: ignore[arg-type]
+        return mutated[name]
 
     _rebind(get_script)
     _installed.append(get_script)

@@ -33,6 +33,7 @@ def http(
     body: dict | None = None,
     token: str | None = None,
     timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
 ):
     """One request: ``(status, body bytes, headers, seconds)``; HTTP errors are answers too.
 
@@ -47,6 +48,8 @@ def http(
         request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Token {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     started = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only

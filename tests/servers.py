@@ -165,11 +165,18 @@ class RedisCluster:
 
 
 def start_cluster(
-    masters: int = 3, replicas: int = 0, ports: list[int] | None = None
+    masters: int = 3,
+    replicas: int = 0,
+    ports: list[int] | None = None,
+    announce_ports: list[int] | None = None,
 ) -> RedisCluster:
     """Start `masters * (1 + replicas)` nodes and join them with `redis-cli --cluster create`.
 
     ``ports`` places the nodes on ports reserved earlier (a client already points there).
+    ``announce_ports`` makes node *i* announce that port to clients (``cluster-announce-port``)
+    while its bus stays on its own port + 10000: a proxy on that port (tests/faultproxy.py)
+    then sees every connection a cluster client makes to that node. The proxies must be
+    listening before this is called (``redis-cli`` connects through them).
     """
     if shutil.which("redis-cli") is None:
         raise RuntimeError("redis-cli is not installed")
@@ -178,6 +185,11 @@ def start_cluster(
         wanted = list(ports or [])
         for index in range(masters * (1 + replicas)):
             port = wanted[index] if index < len(wanted) else free_port(cluster_bus=True)
+            announce: list[str] = []
+            if announce_ports:
+                announce = ["--cluster-announce-ip", "127.0.0.1"]
+                announce += ["--cluster-announce-port", str(announce_ports[index])]
+                announce += ["--cluster-announce-bus-port", str(port + 10000)]
             nodes.append(
                 start_redis(
                     [
@@ -187,6 +199,7 @@ def start_cluster(
                         f"nodes-{port}.conf",
                         "--cluster-node-timeout",
                         "2000",
+                        *announce,
                     ],
                     port=port,
                 )

@@ -253,3 +253,51 @@ def test_concurrent_cold_requests_in_several_languages_each_get_their_own(backen
             wanted = "bonjour" if language.startswith("fr") else "hello"
             assert again.json()["greeting"] == wanted
             assert again["X-Cache"] == "HIT" or not expect_hit
+
+
+# -- vary records: the edges the Lua mutants found (tests/lua_mutants.py) -----------------
+
+
+def _vary_records(backend) -> dict[bytes, bytes]:
+    """Every vary record stored (``<gen> V <epoch> <headers>``), by key."""
+    from tests.test_caching import entry_keys
+
+    found = {key: backend.raw.get(key) for key in entry_keys(backend)}
+    return {key: value for key, value in found.items() if value and b" V " in value[:32]}
+
+
+def test_a_vary_record_expires_with_its_variants(backend):
+    from tests.test_caching import entry_keys
+
+    APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE="fr")
+    assert len(_vary_records(backend)) == 1
+    keys = entry_keys(backend)
+    assert len(keys) == 2  # the record and the French variant
+    for key in keys:
+        assert 0 < backend.raw.pttl(key) <= 300_000, key  # CACHE_DEFAULT_TIMEOUT
+
+
+def test_a_vary_record_deleted_while_a_variant_is_computed_is_not_brought_back(backend):
+    """The answer computed under a record that was dropped meanwhile is not stored.
+
+    Storing it would write the old record again, and with it make reachable every
+    variant the invalidation had dropped.
+    """
+    get = APIClient().get
+    assert get("/racing/", HTTP_ACCEPT_LANGUAGE="fr")["X-Cache"] == "MISS"
+    assert get("/racing/", HTTP_ACCEPT_LANGUAGE="fr")["X-Cache"] == "HIT"
+    english = get("/racing/", HTTP_ACCEPT_LANGUAGE="en")  # invalidates the view as it runs
+    assert english["X-Cache"] == "MISS" and english.json() == {"greeting": "hello"}
+    assert _vary_records(backend) == {}
+    assert get("/racing/", HTTP_ACCEPT_LANGUAGE="fr")["X-Cache"] == "MISS"
+
+
+def test_a_vary_record_of_an_older_generation_is_replaced_not_followed(backend):
+    APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE="fr")
+    ((key, old),) = _vary_records(backend).items()
+    tag = key[key.index(b"{") : key.index(b"}") + 1]
+    backend.raw.incr(b"drt:gen:" + tag)  # the namespace is invalidated
+    again = APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE="fr")
+    assert again["X-Cache"] == "MISS"
+    ((_, new),) = _vary_records(backend).items()
+    assert int(new.split(b" ", 1)[0]) == int(old.split(b" ", 1)[0]) + 1  # the new generation

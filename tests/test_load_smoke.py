@@ -75,6 +75,9 @@ def test_load_smoke(tmp_path: Path) -> None:
     assert summary["abuse"]["throttled"] > 0, summary["abuse"]
     assert summary["abuse"]["admitted"] > 0, summary["abuse"]
     assert summary["cache_hit_rate"]["server"], "no cache statistics"
+    # The server's own counts, read from /metrics (all gunicorn workers summed).
+    assert summary["metrics"]["cache_requests"] > 0, summary["metrics"]
+    assert sum(summary["metrics"]["throttle_refused"].values()) > 0, summary["metrics"]
     # Reports written where make load writes them.
     for name in ("locust_stats.csv", "report.html", "client.json", "cache_stats.json"):
         assert (tmp_path / "toolkit" / name).exists(), name

@@ -327,6 +327,8 @@ def test_ids_beyond_64_bits_are_400_or_404_on_every_django(real_shop, catalog, u
     assert anyone.get(f"/api/products/{huge}/").status_code == 404
     assert anyone.get(f"/api/categories/{huge}/").status_code == 404
     assert anyone.get(f"/api/products/?category={huge}").status_code == 400
+    assert anyone.get("/api/products/?page=855802960716872192").status_code == 404
+    assert anyone.get(f"/api/products/?page={huge}&page_size=-5").status_code == 404
     assert ann.get(f"/api/cart/items/{huge}/").status_code == 404
     added = ann.post("/api/cart/items/", {"product": huge}, format="json")
     assert added.status_code == 400 and "product" in added.json()

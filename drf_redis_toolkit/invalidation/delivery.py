@@ -30,7 +30,7 @@ import redis
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
 
-from drf_redis_toolkit import connection
+from drf_redis_toolkit import connection, signals
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.invalidation import outbox
@@ -210,6 +210,7 @@ def _deliver(
     try:
         _apply(taken.names, taken.overflowed)
         _pending.settle(taken)
+        signals.backlog_delivered(taken.names, wanted, _pending.size())
     except (RedisUnavailable, redis.RedisError) as exc:
         if not rows:
             row = outbox.keep(wanted, alias)
@@ -333,6 +334,7 @@ class _Pending:
             self._bound()
             if not self.empty():
                 self._start()
+        signals.backlog(pending=self.size())
 
     def with_rows(self, backlog: _Backlog, rows: Iterable[outbox.Row]) -> _Backlog:
         """``backlog`` (in flight) with more outbox rows, still in flight."""
@@ -415,6 +417,7 @@ def retry_pending() -> bool:
         _pending.put(backlog)
         return False
     _pending.settle(backlog)
+    signals.backlog(_pending.size(), len(backlog.names.namespaces) + len(backlog.names.keys))
     if backlog.rows:
         outbox.forget(backlog.rows)
     logger.warning(

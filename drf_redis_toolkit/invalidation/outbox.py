@@ -34,6 +34,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 
+from drf_redis_toolkit import signals
 from drf_redis_toolkit.invalidation.rules import Names
 
 logger = logging.getLogger("drf_redis_toolkit.invalidation")
@@ -99,6 +100,7 @@ def keep(names: Names, alias: str) -> Row | None:
     except Exception:  # never fail the write the row accompanies
         logger.exception("drf_redis_toolkit: could not write the invalidation outbox")
         return None
+    signals.backlog(outbox_written=1)
     return (alias, row.pk)
 
 
@@ -109,7 +111,8 @@ def forget(rows: Iterable[Row]) -> None:
         by_alias.setdefault(alias, []).append(pk)
     for alias, pks in by_alias.items():
         try:
-            _model().objects.using(alias).filter(pk__in=pks).delete()
+            deleted, _ = _model().objects.using(alias).filter(pk__in=pks).delete()
+            signals.backlog(outbox_delivered=deleted)
         except Exception:  # a database error, or a thread not allowed to use the database
             # Delivered again by the next poll: harmless.
             logger.warning("drf_redis_toolkit: outbox rows not deleted", exc_info=True)

@@ -23,6 +23,9 @@ from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import Count, QuerySet, Subquery, Value
 from rest_framework.pagination import PageNumberPagination
 
+#: SQL offsets and limits are signed 64-bit integers.
+_MAX_OFFSET = 2**63 - 1
+
 
 class SnapshotPaginator(Paginator):
     """A ``Paginator`` whose page and ``count`` are read by one ``SELECT`` (one snapshot).
@@ -47,6 +50,9 @@ class SnapshotPaginator(Paginator):
             return super().page(number)
         number = self._whole_number(number)
         bottom = (number - 1) * self.per_page
+        if bottom + self.per_page + self.orphans >= _MAX_OFFSET:
+            # No table holds 2**63 rows, and the database could not take the OFFSET.
+            raise EmptyPage(self.error_messages["no_results"])
         # Up to ``orphans`` extra rows: the last page takes them rather than leave them alone.
         counted = queryset.order_by().values(_one=Value(1)).annotate(_n=Count("pk")).values("_n")
         page = queryset.annotate(**{self.total_attribute: Subquery(counted)})

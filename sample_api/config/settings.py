@@ -1,5 +1,6 @@
 """Settings of the sample e-commerce API. Reads ``REDIS_URL`` and (optionally) ``DATABASE_URL``."""
 
+import importlib.util
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -134,6 +135,8 @@ DRF_REDIS_TOOLKIT = {
     "RATELIMIT_RULES": [
         {"path": r"^/admin/login/$", "methods": ["POST"], "rate": "5/min", "key": "ip"},
     ],
+    # Prometheus metrics at /metrics when prometheus-client is installed (extra "metrics").
+    "METRICS": importlib.util.find_spec("prometheus_client") is not None,
 }
 
 REST_FRAMEWORK = {

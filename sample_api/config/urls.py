@@ -8,6 +8,8 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
+from drf_redis_toolkit.metrics import metrics_view
+
 router = DefaultRouter()
 router.register("categories", CategoryViewSet, basename="category")
 router.register("products", ProductViewSet, basename="product")
@@ -19,4 +21,6 @@ urlpatterns = [
     path("api/cart/", CartViewSet.as_view({"get": "retrieve"}), name="cart"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include(router.urls)),
+    # Prometheus (docs/observability.md); guard it in production (network policy or auth).
+    path("metrics", metrics_view, name="metrics"),
 ]
