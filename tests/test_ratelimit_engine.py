@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from drf_redis_toolkit import keys as keyspace
@@ -96,3 +98,109 @@ def test_a_dry_run_or_a_refusal_records_nothing_to_undo(backend):
     assert refused.allowed is False and refused.recorded == []
     free = ratelimit.decide(ratelimit.LOG, "e", "other", limits, cost=0)
     assert free.allowed and free.recorded == []
+
+
+def test_sub_second_waits_still_pick_the_longest_blocking_limit():
+    """Two limits refusing for under a second: the longer wait is reported, not the fewer left."""
+    short = ratelimit.LimitState(limit=5, window=1, remaining=0, reset=0.3, retry_after=0.3)
+    long = ratelimit.LimitState(limit=50, window=60, remaining=0, reset=40.0, retry_after=0.7)
+    decision = ratelimit.Decision(
+        scope="e", allowed=False, limits=[long, short], key="k", kind="sw"
+    )
+    assert decision.most_restrictive() is long
+    # And one refusing for under a second beats an admitting limit with fewer left.
+    open_ = ratelimit.LimitState(limit=5, window=60, remaining=0, reset=59.0, retry_after=0.0)
+    decision.limits = [open_, short]
+    assert decision.most_restrictive() is short
+
+
+def _prefix_in_child(write_fd: int) -> None:
+    from drf_redis_toolkit.ratelimit import _tokens
+
+    token = _tokens.next()  # the at-fork hook drew this child's prefix, its counter from 0
+    os.write(write_fd, token.encode() + b"\n")
+
+
+def test_every_forked_child_draws_its_own_prefix():
+    """Two children of one parent never share a log-member prefix (a shared one would make
+    ZADD update instead of add: admitted but not counted)."""
+    from drf_redis_toolkit.ratelimit import _tokens
+
+    # In this process too, so that mutmut's coverage-based test selection (blind to
+    # forked children) runs this test against _Tokens.reset's mutants.
+    before = _tokens.state[0]
+    _tokens.reset()
+    prefix = _tokens.state[0]
+    assert prefix != before
+    assert _tokens.next() == prefix + "0"  # the counter starts again
+    prefixes = []
+    for _ in range(2):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's exit handlers
+            status = 1
+            try:
+                os.close(read_fd)
+                _prefix_in_child(write_fd)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            line = pipe.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        token = line.strip()
+        assert token.endswith("0")
+        prefixes.append(token[:-1])
+    assert len({prefix, *prefixes}) == 3
+
+
+def test_each_limit_reports_its_own_wait_and_the_decision_its_scope(backend):
+    """A refusal by the 10 s limit: that one waits under 10 s, the hour (4 left) not at all."""
+    limits = parse_rate("1/10s,5/hour")
+    assert ratelimit.decide(ratelimit.LOG, "e", "c", limits).allowed
+    refused = ratelimit.decide(ratelimit.LOG, "e", "c", limits)
+    assert refused.allowed is False and refused.scope == "e"
+    ten, hour = refused.limits
+    assert 0 < ten.retry_after <= 10
+    assert (hour.remaining, hour.retry_after) == (4, 0)
+
+
+def test_a_question_asks_for_one_request_by_default():
+    question = ratelimit.ask(ratelimit.COUNTER, "e", "c", parse_rate("5/min"))
+    assert (question.scope, question.cost, question.record) == ("e", 1, True)
+
+
+@pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
+def test_a_round_records_what_undo_takes_back_and_a_dry_round_nothing(backend, kind):
+    limits = parse_rate("10/min")
+
+    def round_(record: bool) -> list[ratelimit.Decision]:
+        questions = [ratelimit.ask(kind, s, "c", limits, cost=2, record=record) for s in "ab"]
+        return ratelimit.decide_many(questions)
+
+    def left() -> list[int]:
+        return [
+            ratelimit.decide(kind, s, "c", limits, record=False).limits[0].remaining for s in "ab"
+        ]
+
+    dry = round_(record=False)
+    assert all(d.allowed and d.recorded == [] for d in dry)
+    assert left() == [10, 10]
+    taken = round_(record=True)
+    assert all(d.allowed and d.recorded for d in taken)
+    assert left() == [8, 8]
+    ratelimit.undo(taken)
+    assert left() == [10, 10]
+
+
+@pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
+def test_reset_forgets_one_client_in_one_scope(backend, kind):
+    limits = parse_rate("2/min")
+    for ident in ("c", "other"):
+        ratelimit.decide(kind, "e", ident, limits)
+    assert ratelimit.reset(kind, "e", "c") == 1
+    assert ratelimit.reset(kind, "e", "c") == 0  # nothing left
+    assert ratelimit.decide(kind, "e", "c", limits, record=False).limits[0].remaining == 2
+    assert ratelimit.decide(kind, "e", "other", limits, record=False).limits[0].remaining == 1
