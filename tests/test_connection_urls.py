@@ -30,12 +30,27 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _throwaway_certificates(directory: Path) -> None:
-    """ca.crt, and server.crt/server.key for 127.0.0.1 signed by it."""
+    """ca.crt, and server.crt/server.key for 127.0.0.1 signed by it.
+
+    The extensions are the ones Python 3.13's default strict verification
+    (``VERIFY_X509_STRICT``) requires: a CA with key usage and a subject key id, a
+    leaf with an authority key id.
+    """
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=drt-ca",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-addext", "subjectKeyIdentifier=hash",
              "-keyout", "ca.key", "-out", "ca.crt", cwd=directory)  # fmt: skip
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
              "-keyout", "server.key", "-out", "server.csr", cwd=directory)  # fmt: skip
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    (directory / "san.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        "subjectKeyIdentifier=hash\n"
+    )
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", "server.crt",
              cwd=directory)  # fmt: skip
