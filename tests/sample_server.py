@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client as http_client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,16 @@ SAMPLE = ROOT / "sample_api"
 
 #: The status recorded for a request that got no HTTP answer at all (reset, refused, timeout).
 NO_ANSWER = 0
+
+
+def metric_samples(text: str, name: str) -> dict[str, float]:
+    """``{label string: value}`` of every sample of ``name`` in a /metrics answer."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(\{{[^}}]*\}})? (\S+)$", line)
+        if match:
+            found[match.group(1) or ""] = float(match.group(2))
+    return found
 
 
 def http(

@@ -9,7 +9,9 @@ rebuilding anything by hand, and checks the data that had been replicated.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import pytest
@@ -152,17 +154,32 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
     import json
     import threading
 
-    from tests.sample_server import http, sample_api
+    from tests.sample_server import SAMPLE, http, metric_samples, sample_api
     from tests.workers import Workers
 
     cluster = cluster_with_replicas
-    rates = {
+    # /metrics adds up every worker's state (gunicorn's multi-process mode): the
+    # breaker gauge is the worst live worker's, which is what the throttles below need.
+    multiproc = tempfile.mkdtemp(prefix="drt-prom-")
+    env = {
         "REDIS_CLUSTER": "1",
         "SHOP_RATE_ANON": "100000/hour",
         "SHOP_RATE_USER": "100000/hour",
         "SHOP_RATE_CART_WRITE": "2/min",
+        "PROMETHEUS_MULTIPROC_DIR": multiproc,
+        "GUNICORN_CMD_ARGS": f"--config {SAMPLE / 'config' / 'gunicorn.conf.py'}",
     }
-    with sample_api(cluster.url, workers=2, threads=2, env=rates) as base:
+
+    def worst_breaker() -> float:
+        text = http(base + "/metrics")[1].decode()
+        states = metric_samples(text, "drf_redis_toolkit_circuit_breaker_state")
+        return max(states.values(), default=-1.0)
+
+    def redis_errors() -> float:
+        text = http(base + "/metrics")[1].decode()
+        return sum(metric_samples(text, "drf_redis_toolkit_redis_errors_total").values())
+
+    with sample_api(cluster.url, workers=2, threads=2, env=env) as base:
         ids = [p["id"] for p in json.loads(http(base + "/api/products/")[1])["results"]]
         statuses: list[int] = []
         stop = threading.Event()
@@ -203,6 +220,14 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
             deadline = time.monotonic() + 30
             while len(statuses) < after_heal + 10 and time.monotonic() < deadline:
                 time.sleep(0.05)  # the load goes on past the healing
+            # One worker healed; the other may have failed later and still be inside
+            # its breaker's cooldown (5 s), when a throttle fails open by design
+            # (FAIL_OPEN). The readers keep both workers probing: wait (bounded) until
+            # no live worker's breaker is open before judging the throttles.
+            deadline = time.monotonic() + 30
+            while worst_breaker() != 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert worst_breaker() == 0, "a worker's circuit breaker stayed open"
         finally:
             stop.set()
             readers.join(timeout=30)
@@ -212,9 +237,18 @@ def test_cluster_failover_under_load_behind_the_sample_api(cluster_with_replicas
         login = {"username": "demo1", "password": "demo-pass"}
         token = json.loads(http(base + "/api/auth/token/", "POST", login)[1])["token"]
         item = {"product": ids[1], "quantity": 1}
-        burst = [http(base + "/api/cart/items/", "POST", item, token)[0] for _ in range(3)]
+        errors_before = redis_errors()
+        answers = [http(base + "/api/cart/items/", "POST", item, token) for _ in range(3)]
+        # No Redis error during the burst, so no decision below can have failed open.
+        errors_during = redis_errors() - errors_before
+    shutil.rmtree(multiproc, ignore_errors=True)
+    assert errors_during == 0, f"{errors_during} Redis errors during the cart-write burst"
     assert all(s == 200 for s in statuses), sorted(set(statuses))
-    assert burst[2] == 429 and all(s in (200, 201) for s in burst[:2]), burst
+    burst = [answer[0] for answer in answers]
+    # A counted decision carries its headers; one that failed open carries none.
+    remaining = [answer[2].get("X-RateLimit-Remaining") for answer in answers]
+    assert burst[2] == 429 and all(s in (200, 201) for s in burst[:2]), (burst, remaining)
+    assert remaining[:2] == ["1", "0"], remaining
     with capsys.disabled():
         print(
             f"\nCluster fail-over under load: {len(statuses)} reads ({len(statuses) - killed_at} "

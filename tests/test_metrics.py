@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -90,16 +89,6 @@ def test_the_setting_is_validated():
         VALIDATORS["METRICS"]("METRICS", "yes")
 
 
-def _samples(text: str, name: str) -> dict[str, float]:
-    """``{label string: value}`` of every sample of ``name`` in a /metrics answer."""
-    found = {}
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(\{{[^}}]*\}})? (\S+)$", line)
-        if match:
-            found[match.group(1) or ""] = float(match.group(2))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.real_redis
 def test_counts_from_every_gunicorn_worker_add_up(redis_server):
@@ -115,7 +104,8 @@ def test_counts_from_every_gunicorn_worker_add_up(redis_server):
 
             def cache_total() -> float:
                 text = sample_server.http(base + "/metrics")[1].decode()
-                counts = _samples(text, "drf_redis_toolkit_cache_requests_total")
+                name = "drf_redis_toolkit_cache_requests_total"
+                counts = sample_server.metric_samples(text, name)
                 return sum(v for labels, v in counts.items() if "categories:all" in labels)
 
             def workers_counted() -> int:
