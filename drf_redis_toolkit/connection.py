@@ -296,13 +296,12 @@ def build_client() -> Any:
 
         return _sentinel_master(Sentinel, url, kwargs)
     if toolkit_settings.CLUSTER:
-        from redis.cluster import RedisCluster
+        from drf_redis_toolkit.cluster_client import cluster_from_url
 
         kwargs.pop("health_check_interval")
-        # One retry lets a command follow a failover (the client re-reads the
-        # slot map); MOVED/ASK redirections are followed regardless.
-        kwargs["retry"] = Retry(NoBackoff(), 1)
-        return RedisCluster.from_url(url, **kwargs)
+        # One retry follows a fail-over (the client re-reads the slot map), none
+        # follows a timeout; MOVED/ASK redirections are followed regardless.
+        return cluster_from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)
 
 
