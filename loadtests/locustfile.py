@@ -25,7 +25,8 @@ load``), which starts the servers and passes the settings below:
 ``DRT_LOAD_MODE`` (``toolkit`` or ``baseline``), ``DRT_LOAD_PRODUCTS``,
 ``DRT_LOAD_USERS`` (demo users seeded), ``DRT_LOAD_RATES`` (JSON: scope -> rate
 as the server applies it), ``DRT_LOAD_ABUSERS``, ``DRT_LOAD_OUT`` (where the
-client-side record goes, as JSON).
+client-side record goes, as JSON), ``DRT_LOAD_THINK`` (``0``: browsers send their
+next request as soon as the last is answered, for ``MODE=saturate``).
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ import random
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gevent.lock
-from locust import FastHttpUser, between, constant_throughput, events, task
+from locust import FastHttpUser, between, constant, constant_throughput, events, task
 from locust.exception import StopUser
 from locust.stats import calculate_response_time_percentile
 
@@ -76,6 +77,12 @@ RATES: dict[str, str] = json.loads(
 )
 ABUSERS = int(os.environ.get("DRT_LOAD_ABUSERS", "2"))
 OUT = os.environ.get("DRT_LOAD_OUT")
+#: Browsers' think time between requests; none when driving the server to saturation.
+THINK = os.environ.get("DRT_LOAD_THINK", "1") != "0"
+#: Without think time one browser sends far more than a person would, and DRF's user
+#: scope also limits anonymous clients per address: such a browser then speaks for a
+#: household, spreading its requests over this many addresses (each still throttled).
+ADDRESSES_PER_BROWSER = 1 if THINK else 64
 LOGIN = "/api/auth/token/"
 #: Products staff update, and that browsers and shoppers favour (list page 1-5).
 HOT = min(PRODUCTS, 100)
@@ -176,6 +183,8 @@ class ShopUser(FastHttpUser):
     scope = "anon"
     #: 429s are what this user is here for.
     expects_throttling = False
+    #: Addresses this user's requests come from in turn (``None``: its own one).
+    addresses: Iterator[str] | None = None
 
     def on_start(self) -> None:
         # Each simulated client has its own address: the sample trusts one proxy
@@ -204,6 +213,8 @@ class ShopUser(FastHttpUser):
         the right fields), or it is a violation: nothing raises inside a task.
         """
         started = time.monotonic()
+        if self.addresses is not None:
+            self.headers["X-Forwarded-For"] = next(self.addresses)
         with self.client.request(
             method,
             url,
@@ -285,10 +296,13 @@ class Browser(ShopUser):
     """Anonymous catalogue traffic: lists, filters, details and revalidation."""
 
     weight = 3
-    wait_time = between(0.05, 0.5)
+    wait_time = between(0.05, 0.5) if THINK else constant(0)
 
     def on_start(self) -> None:
         super().on_start()
+        if ADDRESSES_PER_BROWSER > 1:
+            own = [next(_addresses) for _ in range(ADDRESSES_PER_BROWSER)]
+            self.addresses = itertools.cycle(f"127.78.{n // 250}.{n % 250 + 1}" for n in own)
         self.etags: dict[str, tuple[str, bytes, str, Judge]] = {}  # url -> (etag, body, ...)
         reply = self.call(
             "GET", "/api/categories/", name="/api/categories/", judge=categories_problem

@@ -15,6 +15,9 @@ over-admission, an early refusal, any other wrong answer or an unexpected error,
 when Locust itself exited non-zero (a failed request or an exception in a task),
 or when a kind of check never ran (``checks.verdict``).
 
+``--mode saturate`` finds the most requests/s each of the two sustains with
+p95 <= 100 ms (``loadtests/saturate.py``).
+
 ``--mode baseline`` runs the same API with the toolkit's response cache off and
 DRF's own throttles on django-redis (``SHOP_BASELINE=1``); ``--mode compare``
 runs both and reports the ratios; ``--sweep 10,20,40`` repeats it per user count
@@ -47,6 +50,7 @@ LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 RESULTS = ROOT / "loadtests" / "results"
 sys.path.insert(0, str(ROOT))
 
+from loadtests import cpu, saturate  # noqa: E402
 from loadtests.checks import (  # noqa: E402
     early_refusals,
     namespace_family,
@@ -150,6 +154,11 @@ def tail(path: Path, lines: int = 30) -> str:
 # -- one run ---------------------------------------------------------------------------
 
 
+def rates_of(args: argparse.Namespace) -> dict[str, str]:
+    """The rates the server applies in this run: ``DEFAULT_RATES`` unless the mode sets its own."""
+    return getattr(args, "rates", None) or DEFAULT_RATES
+
+
 def server_env(
     args: argparse.Namespace, mode: str, redis_url: str, workdir: Path
 ) -> dict[str, str]:
@@ -162,9 +171,9 @@ def server_env(
         "DJANGO_DEBUG": "0",
         "SHOP_NUM_PROXIES": "1",
         "SHOP_BASELINE": "1" if mode == "baseline" else "0",
-        "SHOP_RATE_ANON": DEFAULT_RATES["anon"],
-        "SHOP_RATE_USER": DEFAULT_RATES["user"],
-        "SHOP_RATE_CART_WRITE": DEFAULT_RATES["cart_write"],
+        "SHOP_RATE_ANON": rates_of(args)["anon"],
+        "SHOP_RATE_USER": rates_of(args)["user"],
+        "SHOP_RATE_CART_WRITE": rates_of(args)["cart_write"],
     }
     if not os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
@@ -238,17 +247,24 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
     workdir = Path(tempfile.mkdtemp(prefix="drt-load-"))
     logfile = outdir / "servers.log"
     started = Started()
+    # MODE=saturate: the server side on CPU 0, Locust on CPU 1 (where there are two).
+    server_cpus, client_cpus = ("0", "1") if getattr(args, "pin", False) else (None, None)
+    redis_pids: list[int] = []
     try:
         if args.cluster:
             cluster = servers.start_cluster(masters=3)
             started.add("redis cluster", cluster.stop)
             redis_url = cluster.url
+            redis_pids = [n.pid for n in cluster.nodes]
             log(f"{mode}: redis cluster (3 masters, pids {[n.pid for n in cluster.nodes]})")
         else:
             server = servers.start_redis()
             started.add("redis-server", server.stop)
             redis_url = server.url
+            redis_pids = [server.pid]
             log(f"{mode}: redis-server pid {server.pid} on {redis_url}")
+        for pid in redis_pids if server_cpus else ():
+            cpu.pin(pid, server_cpus)
         env = server_env(args, mode, redis_url, workdir)
         env.update(metrics_env(workdir))  # /metrics summed over the workers
         env.update(start_database(args, started))
@@ -260,7 +276,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
         )  # fmt: skip
         port = free_port()
         gunicorn = spawn(
-            [
+            cpu.pinned([
                 sys.executable, "-m", "gunicorn", "config.wsgi:application",
                 "--chdir", str(SAMPLE),
                 "--bind", f"{HOST}:{port}",
@@ -270,7 +286,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
                 "--graceful-timeout", "10",
                 "--timeout", "60",
                 "--log-level", "warning",
-            ],
+            ], server_cpus),
             env,
             logfile,
         )  # fmt: skip
@@ -282,7 +298,7 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             f"threads on {base_url}; locust {users} users for {args.duration}s"
         )
         client_json = outdir / "client.json"
-        rates = DEFAULT_RATES
+        rates = rates_of(args)
         if mode == "baseline":  # DRF applies the first limit of each rate only
             rates = {scope: rate.split(",")[0] for scope, rate in rates.items()}
         locust_env = {
@@ -293,9 +309,12 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             "DRT_LOAD_RATES": json.dumps(rates),
             "DRT_LOAD_ABUSERS": str(args.abusers),
             "DRT_LOAD_OUT": str(client_json),
+            "DRT_LOAD_THINK": "0" if getattr(args, "no_think", False) else "1",
         }
+        server_side = descendants_of(gunicorn.pid, redis_pids)
+        server_cpu_before = cpu.cpu_seconds(server_side)
         locust = spawn(
-            [
+            cpu.pinned([
                 sys.executable, "-m", "locust",
                 "-f", str(LOCUSTFILE),
                 "--headless",
@@ -309,16 +328,17 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
                 "--only-summary",
                 "--reset-stats",  # throughput and latency once every user runs
                 "--loglevel", "WARNING",
-            ],
+            ], client_cpus),
             locust_env,
             outdir / "locust.log",
         )  # fmt: skip
         started.add("locust", lambda: stop_process(locust, timeout=30))
-        locust_exit: int | None = None
-        try:
-            locust_exit = locust.wait(timeout=args.duration + 120)
-        except subprocess.TimeoutExpired:
+        locust_started = time.monotonic()
+        locust_exit, client_cpu = wait_measuring(locust, deadline=args.duration + 120)
+        if locust_exit is None:
             log("locust overran its time; stopping it")
+        wall = time.monotonic() - locust_started
+        server_cpu = cpu.cpu_seconds(descendants_of(gunicorn.pid, redis_pids)) - server_cpu_before
         started.stop_one("locust")
         server_metrics = read_metrics(base_url)  # before the workers stop
         # Stop the workers gracefully first: they flush their cache counters on exit.
@@ -333,6 +353,12 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             raise RuntimeError(f"locust wrote no results:\n{tail(outdir / 'locust.log')}")
         summary = summarize(args, mode, users, outdir, stats, locust_exit)
         summary["metrics"] = server_metrics
+        summary["cpu"] = {
+            "pinned": {"server": server_cpus, "locust": client_cpus},
+            "wall_s": round(wall, 1),
+            "server_s": round(server_cpu, 1),  # redis-server + gunicorn master and workers
+            "locust_s": round(client_cpu, 1),
+        }
         (outdir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
     finally:
@@ -343,6 +369,28 @@ def run_once(args: argparse.Namespace, mode: str, users: int, outdir: Path) -> d
             shutil.rmtree(workdir, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def descendants_of(gunicorn_pid: int, redis_pids: list[int]) -> list[int]:
+    """The server side of a run: gunicorn, its workers, and the Redis process(es)."""
+    return [*cpu.descendants(gunicorn_pid), *redis_pids]
+
+
+def wait_measuring(process: subprocess.Popen, deadline: float) -> tuple[int | None, float]:
+    """Wait (at most ``deadline`` seconds) for ``process``; its exit code and CPU seconds.
+
+    The CPU is sampled every half second while it runs (``/proc`` forgets a process
+    once it is reaped), so the figure can miss up to half a second of its work.
+    """
+    used = 0.0
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        used = max(used, cpu.cpu_seconds(cpu.descendants(process.pid)))
+        try:
+            return process.wait(timeout=0.5), used
+        except subprocess.TimeoutExpired:
+            continue
+    return None, used
 
 
 # -- the Prometheus metrics (docs/observability.md) -------------------------------------
@@ -620,13 +668,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=int(env("USERS", "20")))
     parser.add_argument("--spawn-rate", type=float, default=float(env("SPAWN_RATE", "5")))
-    parser.add_argument("--duration", type=int, default=int(env("DURATION", "60")), help="seconds")
+    parser.add_argument(
+        "--duration", type=int, default=None, help="seconds (default 60; a step of saturate: 20)"
+    )
     parser.add_argument(
         "--mode",
-        choices=["toolkit", "baseline", "compare"],
+        choices=["toolkit", "baseline", "compare", "saturate"],
         default=env("MODE") or "toolkit",
-        help="toolkit (default), baseline (no response cache, DRF throttles) or both",
+        help="toolkit (default), baseline (no response cache, DRF throttles), both, or "
+        "saturate (both, users doubling until p95 > 100 ms; loadtests/saturate.py)",
     )
+    parser.add_argument("--first-users", type=int, default=int(env("FIRST_USERS", "8")))
+    parser.add_argument("--max-users", type=int, default=int(env("MAX_USERS", "128")))
     parser.add_argument("--cluster", action="store_true", default=env("CLUSTER") == "1")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default=env("DB", "sqlite"))
     parser.add_argument("--workers", type=int, default=int(env("WORKERS", "4")))
@@ -636,6 +689,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep", default=env("SWEEP"), help="user counts, e.g. 10,20,40")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = int(env("DURATION") or (20 if args.mode == "saturate" else 60))
     if args.cluster and args.mode != "toolkit":
         parser.error("the baseline (django-redis) needs a standalone Redis: use CLUSTER=1 alone")
     if args.duration <= 0 or args.duration > 3600:
@@ -657,6 +712,19 @@ def signals_as_exceptions() -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.mode == "saturate":
+        with signals_as_exceptions():
+            try:
+                report, code = saturate.run(args, run_once, args.out)
+            except (KeyboardInterrupt, Interrupted) as exc:
+                log(f"interrupted ({str(exc) or 'Ctrl-C'}); everything started was stopped")
+                return 130
+            except RuntimeError as exc:
+                log(f"failed: {exc}")
+                return 2
+        print(saturate.describe(report), flush=True)
+        log(f"report in {args.out / 'saturate.json'}")
+        return code
     modes = ["toolkit", "baseline"] if args.mode == "compare" else [args.mode]
     user_counts = [int(u) for u in args.sweep.split(",")] if args.sweep else [args.users]
     results: list[dict[str, Any]] = []

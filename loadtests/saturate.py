@@ -1,0 +1,177 @@
+"""``make load MODE=saturate``: the most requests/s each side sustains with p95 <= 100 ms.
+
+The usual ``make load`` paces its simulated users, so their think time, not the
+server, sets the throughput. Here the browsers send their next request as soon as
+the last one is answered (``DRT_LOAD_THINK=0``; shoppers, staff and the abuser
+keep their pace, so writes, invalidations and throttling still happen and every
+answer is still judged), and the number of users doubles from step to step until
+the 95th percentile passes ``TARGET_P95_MS`` or the throughput stops growing. The
+result of a configuration is its best step within the latency bound.
+
+The toolkit and the baseline (no response cache, DRF's throttles on django-redis)
+run the same steps in the same invocation. The server side (Redis, gunicorn and its
+workers) and Locust are pinned to different CPUs where the machine has two, and the
+CPU seconds each side used are reported: on a two-core machine Locust's own cost is
+part of the picture. A step with a stale read, over-admission or any other wrong
+answer fails the run, whatever its speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from loadtests import checks
+
+#: The latency bound a step must keep to count.
+TARGET_P95_MS = 100.0
+#: The issue's target: the toolkit sustains this many times the baseline's requests/s.
+TARGET_RATIO = 3.0
+#: Browsers never meet a limit (each has its own address, and its decision costs the
+#: same whether or not it is near the limit); the abuser's account still does.
+SATURATE_RATES = {"anon": "1000000/s", "user": "20/s,600/min", "cart_write": "120/min"}
+#: A step must add this share of requests/s over the best so far, or the server is saturated.
+MIN_GROWTH = 0.05
+
+
+def user_steps(first: int, most: int) -> list[int]:
+    """Doubling user counts from ``first`` up to ``most`` (both included when reached)."""
+    steps, users = [], max(1, first)
+    while users <= most and len(steps) < 16:
+        steps.append(users)
+        users *= 2
+    return steps
+
+
+def step_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """What one step contributes to the report.
+
+    A step is judged like any load run, except that a kind of check may stay
+    unused in one short step: the kinds must each have run over the steps of a
+    configuration (``verdict``).
+    """
+    reasons = checks.verdict(
+        mode=summary["mode"],
+        locust_exit=summary["locust_exit"],
+        requests=summary["requests"],
+        errors=summary["errors"],
+        violations=summary["violations"],
+        over_admission=summary["over_admission"],
+        early_refusals=summary["early_refusals"],
+        checked=dict.fromkeys(checks.REQUIRED_CHECKS, 1),
+    )
+    return {
+        "users": summary["users"],
+        "requests_per_s": summary["requests_per_s"],
+        "p50_ms": summary["p50_ms"],
+        "p95_ms": summary["p95_ms"],
+        "ok": not reasons,
+        "failed_because": reasons,
+        "checked": summary["checked"],
+        "stale_reads": summary["stale_reads"],
+        "over_admission": summary["over_admission"],
+        "cpu": summary.get("cpu", {}),
+    }
+
+
+def best(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step with the most requests/s among those within the latency bound."""
+    within = [s for s in steps if s["p95_ms"] <= TARGET_P95_MS]
+    return max(within, key=lambda s: s["requests_per_s"], default=None)
+
+
+def saturated(steps: list[dict[str, Any]]) -> bool:
+    """Stop climbing: the last step broke the latency bound, or added too little."""
+    last = steps[-1]
+    if last["p95_ms"] > TARGET_P95_MS:
+        return True
+    earlier = best(steps[:-1])
+    return earlier is not None and last["requests_per_s"] < earlier["requests_per_s"] * (
+        1 + MIN_GROWTH
+    )
+
+
+def verdict(report: dict[str, Any]) -> list[str]:
+    """Why the run fails (wrong answers only: the speed ratio is reported, not enforced)."""
+    reasons = []
+    for mode, result in report["modes"].items():
+        for step in result["steps"]:
+            if not step["ok"]:
+                reasons.append(f"{mode} at {step['users']} users: {step['failed_because']}")
+        if result["best"] is None:
+            reasons.append(f"{mode}: no step kept p95 <= {TARGET_P95_MS:.0f} ms")
+        ran = {kind for step in result["steps"] for kind, n in step["checked"].items() if n}
+        never = [kind for kind in checks.REQUIRED_CHECKS if kind not in ran]
+        if never:
+            reasons.append(f"{mode}: checks that never ran in any step: {never}")
+    return reasons
+
+
+def describe(report: dict[str, Any]) -> str:
+    lines = [
+        f"saturation (p95 <= {TARGET_P95_MS:.0f} ms), step {report['step_s']} s, "
+        f"pinned: {report['pinned']}",
+        "| configuration | users | req/s | p50 ms | p95 ms | server CPU s | locust CPU s "
+        "| stale reads | over-admission |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, result in report["modes"].items():
+        for step in result["steps"]:
+            mark = " (best)" if step is result["best"] else ""
+            cpu_used = step["cpu"]
+            lines.append(
+                f"| {mode}{mark} | {step['users']} | {step['requests_per_s']:.1f} | "
+                f"{step['p50_ms']:.0f} | {step['p95_ms']:.0f} | {cpu_used.get('server_s', '?')} | "
+                f"{cpu_used.get('locust_s', '?')} | {step['stale_reads']} | "
+                f"{step['over_admission']} |"
+            )
+    ratio = report["ratio"]
+    met = "met" if ratio is not None and ratio >= TARGET_RATIO else "**not met**"
+    lines.append("")
+    lines.append(
+        f"toolkit / baseline at saturation: {ratio}x (target >= {TARGET_RATIO:.0f}x): {met}"
+    )
+    for reason in report["failed_because"]:
+        lines.append(f"failed because: {reason}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, run_once: Any, out: Path) -> tuple[dict[str, Any], int]:
+    """Climb the steps for the toolkit, then the baseline; the report and the exit code."""
+    from loadtests import cpu
+
+    args.rates = SATURATE_RATES
+    args.no_think = True
+    args.pin = cpu.can_pin()
+    report: dict[str, Any] = {
+        "step_s": args.duration,
+        "pinned": "server CPU 0, locust CPU 1" if args.pin else "no (one CPU or no taskset)",
+        "modes": {},
+    }
+    for mode in ("toolkit", "baseline"):
+        steps: list[dict[str, Any]] = []
+        for users in user_steps(args.first_users, args.max_users):
+            args.spawn_rate = max(args.spawn_rate, float(users))  # ramp within a second
+            summary = run_once(args, mode, users, out / f"saturate-{mode}-u{users}")
+            steps.append(step_record(summary))
+            print(
+                f"saturate: {mode} {users} users: {summary['requests_per_s']} req/s, "
+                f"p95 {summary['p95_ms']:.0f} ms, ok={summary['ok']}",
+                flush=True,
+            )
+            if saturated(steps):
+                break
+        report["modes"][mode] = {"steps": steps, "best": best(steps)}
+    toolkit, baseline = report["modes"]["toolkit"]["best"], report["modes"]["baseline"]["best"]
+    report["ratio"] = (
+        round(toolkit["requests_per_s"] / baseline["requests_per_s"], 2)
+        if toolkit and baseline and baseline["requests_per_s"]
+        else None
+    )
+    report["target_ratio"] = TARGET_RATIO
+    report["failed_because"] = verdict(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "saturate.json").write_text(json.dumps(report, indent=1))
+    return report, 0 if not report["failed_because"] else 1

@@ -1,0 +1,82 @@
+"""``make load MODE=saturate``'s decisions (loadtests/saturate.py), without running a load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from loadtests import cpu, saturate
+from loadtests.checks import REQUIRED_CHECKS
+
+
+def _step(users: int, rps: float, p95: float, ok: bool = True, checked=None) -> dict:
+    return {
+        "users": users, "requests_per_s": rps, "p50_ms": p95 / 3, "p95_ms": p95, "ok": ok,
+        "failed_because": [] if ok else ["violations {'stale-read': 1}"],
+        "checked": dict.fromkeys(REQUIRED_CHECKS, 1) if checked is None else checked,
+        "stale_reads": 0 if ok else 1, "over_admission": 0, "cpu": {},
+    }  # fmt: skip
+
+
+def test_user_steps_double_up_to_the_bound():
+    assert saturate.user_steps(8, 128) == [8, 16, 32, 64, 128]
+    assert saturate.user_steps(8, 100) == [8, 16, 32, 64]
+    assert saturate.user_steps(0, 3) == [1, 2]
+
+
+def test_the_best_step_is_the_fastest_within_the_latency_bound():
+    steps = [_step(8, 300, 40), _step(16, 450, 90), _step(32, 500, 140)]
+    assert saturate.best(steps) is steps[1]
+    assert saturate.best([_step(8, 300, 101)]) is None
+
+
+def test_climbing_stops_past_the_bound_or_when_throughput_stops_growing():
+    assert not saturate.saturated([_step(8, 300, 40)])
+    assert not saturate.saturated([_step(8, 300, 40), _step(16, 320, 60)])  # +6.7%
+    assert saturate.saturated([_step(8, 300, 40), _step(16, 310, 60)])  # +3.3%
+    assert saturate.saturated([_step(8, 300, 40), _step(16, 600, 101)])
+
+
+def test_the_verdict_fails_on_a_wrong_answer_whatever_the_speed():
+    report = {"modes": {"toolkit": {"steps": [_step(8, 900, 20, ok=False)], "best": None}}}
+    report["modes"]["toolkit"]["best"] = saturate.best(report["modes"]["toolkit"]["steps"])
+    reasons = saturate.verdict(report)
+    assert any("stale-read" in r for r in reasons), reasons
+
+
+def test_every_kind_of_check_must_run_in_some_step_of_a_configuration():
+    first = dict.fromkeys(REQUIRED_CHECKS, 1) | {"cart-price": 0}
+    second = dict.fromkeys(REQUIRED_CHECKS, 0) | {"cart-price": 2}
+    steps = [_step(8, 300, 40, checked=first), _step(16, 400, 50, checked=second)]
+    assert saturate.verdict({"modes": {"toolkit": {"steps": steps, "best": steps[1]}}}) == []
+    steps = [_step(8, 300, 40, checked=first)]
+    reasons = saturate.verdict({"modes": {"toolkit": {"steps": steps, "best": steps[0]}}})
+    assert reasons == ["toolkit: checks that never ran in any step: ['cart-price']"]
+
+
+def test_no_step_within_the_bound_fails_the_configuration():
+    steps = [_step(8, 300, 150)]
+    reasons = saturate.verdict({"modes": {"baseline": {"steps": steps, "best": None}}})
+    assert reasons == ["baseline: no step kept p95 <= 100 ms"]
+
+
+def test_cpu_accounting_sees_a_child_and_its_work():
+    """A busy child shows in ``descendants`` and ``cpu_seconds``, and is gone once reaped."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nx = 0\nwhile x < 3_000_000: x += 1\nsys.stdin.read()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        assert child.pid in cpu.descendants(os.getpid())
+        used = 0.0
+        for _ in range(200):  # bounded: until its ~0.1 s of counting shows
+            used = cpu.cpu_seconds([child.pid])
+            if used > 0:
+                break
+            time.sleep(0.05)
+        assert used > 0
+    finally:
+        child.communicate(b"", timeout=10)
+    assert cpu.cpu_seconds([child.pid]) == 0  # reaped: /proc forgets it
