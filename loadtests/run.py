@@ -710,39 +710,24 @@ def signals_as_exceptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.mode == "saturate":
-        with signals_as_exceptions():
-            try:
-                report, code = saturate.run(args, run_once, args.out)
-            except (KeyboardInterrupt, Interrupted) as exc:
-                log(f"interrupted ({str(exc) or 'Ctrl-C'}); everything started was stopped")
-                return 130
-            except RuntimeError as exc:
-                log(f"failed: {exc}")
-                return 2
-        print(saturate.describe(report), flush=True)
-        log(f"report in {args.out / 'saturate.json'}")
-        return code
+def run_saturate(args: argparse.Namespace) -> int:
+    report, code = saturate.run(args, run_once, args.out)
+    print(saturate.describe(report), flush=True)
+    log(f"report in {args.out / 'saturate.json'}")
+    return code
+
+
+def run_modes(args: argparse.Namespace) -> int:
     modes = ["toolkit", "baseline"] if args.mode == "compare" else [args.mode]
     user_counts = [int(u) for u in args.sweep.split(",")] if args.sweep else [args.users]
     results: list[dict[str, Any]] = []
-    with signals_as_exceptions():
-        try:
-            for users in user_counts:
-                for mode in modes:
-                    tag = f"{mode}-u{users}" if args.sweep else mode
-                    outdir = args.out / tag
-                    summary = run_once(args, mode, users, outdir)
-                    print(describe(summary), flush=True)
-                    results.append(summary)
-        except (KeyboardInterrupt, Interrupted) as exc:
-            log(f"interrupted ({str(exc) or 'Ctrl-C'}); everything started was stopped")
-            return 130
-        except RuntimeError as exc:
-            log(f"failed: {exc}")
-            return 2
+    for users in user_counts:
+        for mode in modes:
+            tag = f"{mode}-u{users}" if args.sweep else mode
+            outdir = args.out / tag
+            summary = run_once(args, mode, users, outdir)
+            print(describe(summary), flush=True)
+            results.append(summary)
     report: dict[str, Any]
     if args.sweep:
         report = {"sweep": results}
@@ -757,6 +742,19 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / name).write_text(json.dumps(report, indent=1))
     log(f"reports in {args.out} ({name}, */locust_stats.csv, */report.html)")
     return 0 if all(r["ok"] for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with signals_as_exceptions():
+        try:
+            return run_saturate(args) if args.mode == "saturate" else run_modes(args)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            log(f"interrupted ({str(exc) or 'Ctrl-C'}); everything started was stopped")
+            return 130
+        except RuntimeError as exc:
+            log(f"failed: {exc}")
+            return 2
 
 
 if __name__ == "__main__":
