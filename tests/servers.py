@@ -45,10 +45,28 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+#: Ports the tests listen on, all below Linux's ephemeral range (32768-60999 by default),
+#: so that no outgoing connection (a client's local port) can take one between the check
+#: below and the server's bind. Cluster nodes get their own range, whose cluster-bus
+#: ports (port + 10000) fall between the two: none of the three ranges overlap.
+SERVER_PORTS = (27000, 32700)
+CLUSTER_NODE_PORTS = (11000, 16999)  # buses on 21000-26999
+
+
+_ports = random.SystemRandom()
+
+
+class PortTaken(RuntimeError):
+    """Another process bound the port between ``free_port()`` and the server's start."""
+
+
 def free_port(cluster_bus: bool = False) -> int:
     """A free loopback port (and, for cluster nodes, ``port + 10000`` free too)."""
+    low, high = CLUSTER_NODE_PORTS if cluster_bus else SERVER_PORTS
     for _ in range(200):
-        port = random.randint(20000, 29999)
+        # Not the ``random`` module: pytest-randomly reseeds it before every test, which
+        # would offer every test (and every process run with the same seed) one sequence.
+        port = _ports.randint(low, high)
         if _port_is_free(port) and (not cluster_bus or _port_is_free(port + 10000)):
             return port
     raise RuntimeError("no free loopback port found")
@@ -121,24 +139,53 @@ def _spawn(port: int, directory: str, extra_args: list[str]) -> subprocess.Popen
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {port} exited with {process.returncode}")
+                logfile = os.path.join(directory, f"redis-{port}.log")
+                try:
+                    with open(logfile, errors="replace") as handle:
+                        why = handle.read()[-1500:]
+                except OSError:
+                    why = "(no log)"
+                error = PortTaken if "Address already in use" in why else RuntimeError
+                raise error(f"redis-server on port {port} exited with {process.returncode}: {why}")
             try:
-                if probe.ping():
-                    return process
+                answered = probe.info("server").get("process_id")
             except redis.RedisError:
                 time.sleep(0.05)
+                continue
+            if answered == process.pid:
+                return process
+            # Another redis-server took the port between the check and this start.
+            process.kill()
+            process.wait(timeout=10)
+            raise PortTaken(f"port {port} is served by another redis-server (pid {answered})")
     finally:
         probe.close()
     process.kill()
     raise RuntimeError(f"redis-server on port {port} did not answer within 10 s")
 
 
-def start_redis(extra_args: list[str] | None = None, port: int | None = None) -> RedisProcess:
-    """Start one standalone ``redis-server`` on a free loopback port."""
-    directory = tempfile.mkdtemp(prefix="drt-redis-")
-    port = port or free_port()
-    args = list(extra_args or [])
-    return RedisProcess(port, directory, _spawn(port, directory, args), args)
+def start_redis(
+    extra_args: list[str] | None = None, port: int | None = None, *, cluster_node: bool = False
+) -> RedisProcess:
+    """Start one ``redis-server`` on a free loopback port (a cluster node, not yet joined)."""
+    for attempt in range(3):  # a port taken meanwhile: another one, unless it was asked for
+        directory = tempfile.mkdtemp(prefix="drt-redis-")
+        chosen = port or free_port(cluster_bus=cluster_node)
+        args = list(extra_args or [])
+        if cluster_node:
+            args = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{chosen}.conf",
+                "--cluster-node-timeout", "2000",
+                *args,
+            ]  # fmt: skip
+        try:
+            return RedisProcess(chosen, directory, _spawn(chosen, directory, args), args)
+        except PortTaken:
+            shutil.rmtree(directory, ignore_errors=True)
+            if port is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -184,26 +231,15 @@ def start_cluster(
     try:
         wanted = list(ports or [])
         for index in range(masters * (1 + replicas)):
-            port = wanted[index] if index < len(wanted) else free_port(cluster_bus=True)
+            port = wanted[index] if index < len(wanted) else None
             announce: list[str] = []
             if announce_ports:
+                if port is None:
+                    raise ValueError("announce_ports needs the nodes' ports")
                 announce = ["--cluster-announce-ip", "127.0.0.1"]
                 announce += ["--cluster-announce-port", str(announce_ports[index])]
                 announce += ["--cluster-announce-bus-port", str(port + 10000)]
-            nodes.append(
-                start_redis(
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        f"nodes-{port}.conf",
-                        "--cluster-node-timeout",
-                        "2000",
-                        *announce,
-                    ],
-                    port=port,
-                )
-            )
+            nodes.append(start_redis(announce, port=port, cluster_node=True))
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         subprocess.run(
             [
