@@ -44,6 +44,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
 import redis
+from asgiref.sync import iscoroutinefunction
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse, HttpResponseNotModified
 from django.http.response import HttpResponseBase
@@ -928,11 +929,17 @@ def _compute(
                 response["ETag"] = etag
             compute_ms = int((time.perf_counter() - started) * 1000)
             value, meta_raw = encode_entry(cast(int, gen), compute_ms, response, body, etag, hashed)
-            entry_key, record = _placement(plan, request, cast(int, gen), cast(tuple, vary))
-            yield from _store(plan, cast(int, gen), value, token, entry_key, record)
-            token = None  # cache_set.lua released it
-            headers = json.loads(meta_raw)["h"]
-            local_bodies.put(entry_key, Entry(etag, meta_raw, 200, headers, hashed, body))
+            kept = _Kept(plan, request, cast(int, gen), cast(tuple, vary), value, meta_raw, token)
+            kept.entry = Entry(etag, meta_raw, 200, json.loads(meta_raw)["h"], hashed, body)
+            deferred = getattr(view, _DEFERRED_ATTR, None)
+            if isinstance(deferred, list):
+                # The mixin's as_view() stores it once the view returns: a Vary added
+                # outside the handler (a decorator on dispatch) is known by then.
+                kept.seen = _vary_names(response)
+                deferred.append(kept)
+            else:
+                yield from kept.store(kept.vary)
+            token = None  # cache_set.lua released it, or the deferred store will
     finally:
         session.restore()
         if token is not None:
@@ -943,6 +950,57 @@ def _compute(
     if cacheable and _if_none_match(request, etag):
         return _not_modified(response, etag, "MISS")
     return response
+
+
+#: Where the mixin's ``as_view()`` hands a dispatch the list its stores wait in.
+_DEFERRED_ATTR = "_drt_deferred_stores"
+
+
+def _vary_names(response: HttpResponseBase) -> frozenset[str]:
+    return frozenset(
+        t.strip().lower() for t in (response.get("Vary") or "").split(",") if t.strip()
+    )
+
+
+class _Kept:
+    """One answer to store: now, or once the whole view has returned (``finish``)."""
+
+    __slots__ = ("entry", "gen", "meta_raw", "plan", "request", "seen", "token", "value", "vary")
+
+    def __init__(
+        self,
+        plan: _Plan,
+        request: Request,
+        gen: int,
+        vary: tuple[str, ...],
+        value: bytes,
+        meta_raw: bytes,
+        token: str | None,
+    ) -> None:
+        self.plan, self.request, self.gen, self.vary = plan, request, gen, vary
+        self.value, self.meta_raw, self.token = value, meta_raw, token
+        self.seen: frozenset[str] = frozenset()
+        self.entry: Entry | None = None
+
+    def store(self, vary: tuple[str, ...]) -> Flow[None]:
+        entry_key, record = _placement(self.plan, self.request, self.gen, vary)
+        yield from _store(self.plan, self.gen, self.value, self.token, entry_key, record)
+        if self.entry is not None:
+            local_bodies.put(entry_key, self.entry)
+
+    def finish(self, final: HttpResponseBase | None) -> Flow[None]:
+        """Store under the ``Vary`` of the answer the view returned (``None``: it raised).
+
+        Headers that a decorator on ``dispatch`` added to ``Vary`` after the
+        handler join the key; ``Vary: *`` there means not stored at all.
+        """
+        outer = None if final is None else _vary_headers(final)
+        if outer is None:
+            if self.token is not None:
+                yield from _release(self.plan, self.token, pass_through=True)
+            return
+        added = set(outer) - self.seen
+        yield from self.store(tuple(sorted({*self.vary, *added})))
 
 
 # -- public API: mixin and decorator -----------------------------------------------
@@ -987,8 +1045,41 @@ class CacheResponseMixin:
                 "its bases, or the cache is never consulted"
             )
 
+    @classmethod
+    def as_view(cls, *args: Any, **initkwargs: Any) -> Callable[..., Any]:
+        """DRF's view function, storing answers once it returns (sync views).
+
+        A ``Vary`` that a decorator on ``dispatch`` adds after the handler is then
+        part of the key. adrf's async views store as the handler returns.
+        """
+        view = super().as_view(*args, **initkwargs)  # type: ignore[misc]
+        if iscoroutinefunction(view):
+            return cast("Callable[..., Any]", view)
+
+        @functools.wraps(view)
+        def cached_view(request: Any, *view_args: Any, **view_kwargs: Any) -> Any:
+            stores: list[_Kept] = []
+            outer = request.__dict__.get(_DEFERRED_ATTR)
+            request.__dict__[_DEFERRED_ATTR] = stores
+            response = None
+            try:
+                response = view(request, *view_args, **view_kwargs)
+            finally:
+                if outer is None:
+                    request.__dict__.pop(_DEFERRED_ATTR, None)
+                else:
+                    request.__dict__[_DEFERRED_ATTR] = outer
+                for kept in stores:
+                    run_sync(kept.finish(response))
+            return response
+
+        return cached_view
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """Run DRF's checks, then route this request's GET/HEAD handler through the cache."""
+        # This dispatch's store list (from as_view()); a view nested in the handler
+        # gets its own, or none.
+        setattr(self, _DEFERRED_ATTR, request._request.__dict__.pop(_DEFERRED_ATTR, None))
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         method = request.method
         if method in CACHEABLE_METHODS:

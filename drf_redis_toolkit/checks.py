@@ -7,7 +7,8 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-# Registers the throttle checks; ``check_throttle_rates`` stays importable from here.
+# Registers the cache and throttle checks; they stay importable from here.
+from drf_redis_toolkit.cache_checks import check_cache_response_arguments  # noqa: F401
 from drf_redis_toolkit.throttle_checks import (  # noqa: F401
     check_client_identification,
     check_throttle_rates,

@@ -99,6 +99,16 @@ def client_address(request: Any) -> str | None:
 _ADDRESS_ATTR = "_drf_redis_toolkit_client_address"
 
 
+#: ``SimpleRateThrottle`` hooks a subclass might override, and what to do instead. Defined
+#: on a toolkit throttle they would be silently ignored, so the class is refused.
+_DRF_ONLY_HOOKS = {
+    "parse_rate": "write the rate in the toolkit's grammar ('5/10s', '10/s,1000/day')",
+    "throttle_success": "connect a receiver to drf_redis_toolkit.signals.throttle_decided",
+    "throttle_failure": "connect a receiver to drf_redis_toolkit.signals.throttle_decided",
+    "timer": "the clock is the Redis server's; tests wait on conditions or use a short rate",
+}
+
+
 class SlidingWindowThrottle(BaseThrottle):
     """Base class: limit requests per ``get_cache_key()`` identity on an exact sliding window.
 
@@ -117,6 +127,15 @@ class SlidingWindowThrottle(BaseThrottle):
     algorithm: str = ratelimit.LOG
     #: Set when the throttle is made; tells which ``check_throttles`` round it can join.
     _round_sequence: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, instead in _DRF_ONLY_HOOKS.items():
+            if name in vars(cls):
+                raise ImproperlyConfigured(
+                    f"{cls.__qualname__}.{name}: DRF's SimpleRateThrottle calls it, this "
+                    f"throttle never would (the decision is one Lua call on Redis): {instead}"
+                )
 
     def __init__(self) -> None:
         self.decision: ratelimit.Decision | None = None

@@ -14,6 +14,8 @@ import json
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils.decorators import method_decorator
+from django.views.decorators.vary import vary_on_headers
 from rest_framework import permissions
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
@@ -93,6 +95,35 @@ def test_deleting_a_varying_entry_drops_every_variant(backend):
     for language in ("fr", "en"):
         assert APIClient().get("/greeting/", HTTP_ACCEPT_LANGUAGE=language)["X-Cache"] == "MISS"
     assert CALLS["greeting"] == 4
+
+
+@method_decorator(vary_on_headers("X-Tenant"), name="dispatch")
+class TenantOnDispatch(CacheResponseMixin, APIView):
+    """Reads a header and says so with a decorator on ``dispatch``, outside the handler."""
+
+    cache_per_user = False
+    permission_classes = ()
+    throttle_classes = ()
+
+    def get(self, request):
+        CALLS["tenant"] += 1
+        return Response({"tenant": request.headers.get("X-Tenant")})
+
+
+def test_a_vary_added_on_dispatch_is_in_the_key_too(backend):
+    view, factory = TenantOnDispatch.as_view(), APIRequestFactory()
+
+    def ask(tenant):
+        return view(factory.get("/tenant/", HTTP_X_TENANT=tenant))
+
+    assert body(ask("a")) == {"tenant": "a"}
+    other = ask("b")
+    assert (other["X-Cache"], body(other)) == ("MISS", {"tenant": "b"})
+    again = ask("a")
+    assert (again["X-Cache"], body(again)) == ("HIT", {"tenant": "a"})
+    assert ask("b")["X-Cache"] == "HIT"
+    assert CALLS["tenant"] == 2
+    assert other["Vary"].endswith("X-Tenant")
 
 
 # -- item 9: the view's URL arguments are in the key --------------------------------

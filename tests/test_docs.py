@@ -237,3 +237,30 @@ def test_settings_fragments_are_validated() -> None:
         check_settings({"REST_FRAMEWORK": {"DEFAULT_THROTTLE_RATES": {"a": "5/month"}}}, block)
     with pytest.raises(AssertionError, match="unknown"):
         check_settings({"DRF_REDIS_TOOLKIT": {"REDIS_URI": "redis://x"}}, block)
+
+
+_STATED_MINIMUM = re.compile(
+    r"(?P<name>Django REST Framework|DRF|Django|redis-py|Python) (?P<version>\d+(?:\.\d+)*)\+"
+)
+_REQUIREMENT = {"django": "Django", "djangorestframework": "DRF", "redis": "redis-py"}
+
+
+def test_stated_minimum_versions_are_the_packages_bounds() -> None:
+    """A "Django 5.2+" the docs say is needed is ``pyproject.toml``'s lower bound."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bounds = {"Python": project["requires-python"].removeprefix(">=")}
+    for requirement in project["dependencies"]:
+        name, _, version = requirement.partition(">=")
+        if name.strip() in _REQUIREMENT:
+            bounds[_REQUIREMENT[name.strip()]] = version.strip()
+    wrong = []
+    for page, paragraph in ((pg, p) for pg in PAGES for p in pg.read_text().split("\n\n")):
+        if not re.search(r"\b(needs|requires)\b", paragraph):
+            continue  # "Django 6.0+ changed ..." is about a version, not the minimum
+        for match in _STATED_MINIMUM.finditer(paragraph):
+            name = "DRF" if match["name"] == "Django REST Framework" else match["name"]
+            if bounds.get(name) != match["version"]:
+                wrong.append(f"{page.relative_to(ROOT)}: {match[0]} (installs {bounds.get(name)})")
+    assert wrong == []

@@ -350,3 +350,21 @@ def test_the_default_key_holds_the_query_string(backend):
     view = Cities.as_view()
     view(factory.get("/cities/", {"page": 1}))
     assert content(view(factory.get("/cities/", {"page": 2})))["run"] == 2
+
+
+def test_manage_py_check_names_a_string_argument_the_view_lacks():
+    """The string forms are read at request time: ``manage.py check`` catches a typo first."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test import override_settings
+
+    from drf_redis_toolkit.checks import check_cache_response_arguments
+
+    with override_settings(ROOT_URLCONF="tests.cache_check_urls"):
+        messages = check_cache_response_arguments()
+        assert [(m.id, m.level >= 40) for m in messages] == [("drf_redis_toolkit.E004", True)] * 2
+        assert "timeout='list_cache_timout'" in messages[0].msg
+        assert "tests.cache_check_urls.Misspelt.get" in messages[0].msg
+        assert "key_func='key_name'" in messages[1].msg and "not callable" in messages[1].msg
+        with pytest.raises(SystemCheckError, match="E004"):
+            call_command("check")

@@ -438,3 +438,10 @@ def test_difference_no_timer_or_history_attributes(backend):
     assert {"timer", "cache"} <= set(dir(drf)) and {"history", "now", "key"} <= set(vars(drf))
     assert not {"timer", "cache", "history", "now", "key"} & set(dir(toolkit))
     assert toolkit.decision.allowed and toolkit.decision.limits[0].remaining == 1
+
+
+@pytest.mark.parametrize("hook", ["parse_rate", "throttle_success", "throttle_failure", "timer"])
+def test_difference_drf_only_hooks_are_refused_not_ignored(hook):
+    """A subclass overriding a ``SimpleRateThrottle`` hook the toolkit never calls fails at once."""
+    with pytest.raises(ImproperlyConfigured, match=f"Ported.{hook}: DRF's SimpleRateThrottle"):
+        type("Ported", (UserSlidingWindowThrottle,), {hook: lambda self, *args: None})

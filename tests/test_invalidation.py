@@ -144,6 +144,45 @@ def test_m2m_clear_invalidates_whatever_field_concrete_says(shop, catalog, monke
     assert gens.bumped() == {f"product:{first.pk}"}
 
 
+def test_deleting_a_tag_invalidates_the_products_that_carried_it(shop, catalog):
+    """Deleting one side of an m2m drops its through rows with no ``m2m_changed``.
+
+    The sample's ``Tag`` rule (a function listing the tagged products) must run
+    before the collector deletes those rows, or it finds no product at all.
+    """
+    tag = Tag.objects.get(slug="new")
+    tagged = catalog.products[0]
+    gens = Generations([f"product:{tagged.pk}", f"category:{tagged.category_id}:products"])
+    tag.delete()
+    assert gens.bumped() == set(gens.names)
+
+
+def test_deleting_the_side_without_rules_invalidates_the_side_with_rules(shop, catalog, settings):
+    """Only ``Product`` has rules (as in getting-started); deleting a ``Tag`` changes products."""
+    tag_rule = invalidation._registry.python.pop(Tag)
+    try:
+        rule = {"keys": ["product:{pk}", "category:{category_id}:products"]}
+        settings.DRF_REDIS_TOOLKIT = {**shop.settings, "INVALIDATION": {"catalog.Product": rule}}
+        first, second, untagged = catalog.products[0], catalog.products[1], catalog.products[2]
+        sale = catalog.tags[1]
+        second.tags.add(sale)
+        gens = Generations([f"product:{p.pk}" for p in (first, second, untagged)])
+        Tag.objects.filter(pk__in=[t.pk for t in catalog.tags]).delete()  # a queryset, both
+        assert gens.bumped() == {f"product:{first.pk}", f"product:{second.pk}"}
+    finally:
+        invalidation._registry.python[Tag] = tag_rule
+        invalidation._registry.rewire()
+
+
+def test_a_rolled_back_delete_invalidates_nothing(shop, catalog):
+    tag = Tag.objects.get(slug="new")
+    gens = Generations([f"product:{catalog.products[0].pk}"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tag.delete()
+        raise RuntimeError("roll back")
+    assert gens.bumped() == set()
+
+
 def test_a_rule_that_only_reads_the_pk_adds_no_query_to_a_save(shop, catalog):
     category = catalog.categories[0]
     category.name = "Renamed"

@@ -163,6 +163,7 @@ class _Registry:
         self.settings_loaded = False
         self.connected: set[type[models.Model]] = set()
         self.connected_through: set[type[models.Model]] = set()
+        self.connected_deletes: set[type[models.Model]] = set()
         self.merged: dict[type[models.Model], _Rule | None] = {}
 
     def rule_for(self, model: type[models.Model]) -> _Rule | None:
@@ -206,19 +207,26 @@ class _Registry:
             for model in {*self.from_settings, *self.python}:
                 wanted |= _descendants(model)
             through: set[type[models.Model]] = set()
+            deleted = set(wanted)  # deleting these can change a rule's names
             for model in wanted:
                 through |= _m2m_through_models(model)
+                deleted |= _m2m_partners(model)
             from drf_redis_toolkit.invalidation import receivers
 
             for model in wanted - self.connected:
                 receivers.connect(model)
             for model in self.connected - wanted:
                 receivers.disconnect(model)
+            for model in deleted - self.connected_deletes:
+                receivers.connect_deletes(model)
+            for model in self.connected_deletes - deleted:
+                receivers.disconnect_deletes(model)
             for model in through - self.connected_through:
                 receivers.connect_through(model)
             for model in self.connected_through - through:
                 receivers.disconnect_through(model)
             self.connected = wanted
+            self.connected_deletes = deleted
             self.connected_through = through
             self.merged = {}
 
@@ -264,6 +272,19 @@ def _m2m_through_models(model: type[models.Model]) -> set[type[models.Model]]:
             if isinstance(candidate, type):
                 through.add(candidate)
     return through
+
+
+def _m2m_partners(model: type[models.Model]) -> set[type[models.Model]]:
+    """The models at the other end of ``model``'s m2m relations (and their proxies, children).
+
+    Deleting one of them drops its m2m rows without an ``m2m_changed``: its
+    delete receivers invalidate the ``model`` objects it was related to.
+    """
+    partners: set[type[models.Model]] = set()
+    for f in model._meta.get_fields(include_hidden=True):
+        if f.many_to_many and isinstance(f.related_model, type):
+            partners |= _descendants(f.related_model)
+    return partners
 
 
 def _resolve(model: ModelRef) -> type[models.Model]:
