@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from tests import chaos_checker  # noqa: E402
 from tests.chaos_checker import FaultWindow, Record  # noqa: E402
 from tests.faultproxy import Proxied, proxied_cluster, proxied_redis  # noqa: E402
-from tests.sample_server import http, sample_api, staff_token  # noqa: E402
+from tests.sample_server import http, sample_api, staff_token, worker_errors  # noqa: E402
 
 DATA = ROOT / "docs" / "data" / "chaos.json"
 RELIABILITY = ROOT / "docs" / "reliability.md"
@@ -214,12 +215,16 @@ def run(
         "REDIS_CLUSTER": "1" if cluster else "0",
     }
     workdir = Path(tempfile.mkdtemp(prefix="drt-chaos-"))  # removed by sample_api
+    # Each worker logs the Redis errors it sees (a timeout on a starved CPU is one too).
+    events = Path(tempfile.mkdtemp(prefix="drt-chaos-events-"))
     database = workdir / "db.sqlite3"  # sample_environment's SQLite file
     schedule = plan(seed, duration, CLUSTER_KINDS if cluster else STANDALONE_KINDS,
                     len(setup.proxies))  # fmt: skip
     faults: list[FaultWindow] = []
     try:
-        with sample_api(setup.url, workers=2, threads=4, env=env, workdir=workdir) as base:
+        with sample_api(
+            setup.url, workers=2, threads=4, env=env, workdir=workdir, stats_dir=events
+        ) as base:
             token = staff_token(base)
             listing = json.loads(http(base + "/api/products/")[1])
             watched = [item["id"] for item in listing["results"][:3]]
@@ -253,6 +258,11 @@ def run(
             run_end = time.monotonic()
     finally:
         setup.stop()
+    observed = [
+        FaultWindow(f"{name} seen by a worker", f"worker {pid}", moment, moment)
+        for moment, pid, name in worker_errors(events)
+    ]
+    shutil.rmtree(events, ignore_errors=True)
     report = chaos_checker.check(
         load.history,
         faults,
@@ -261,6 +271,7 @@ def run(
         bound=STALE_BOUND,
         cooldown=COOLDOWN,
         run_end=run_end,
+        observed=observed,
     )
     report.measurements.update(
         {"seed": seed, "duration_s": duration, "topology": "cluster" if cluster else "standalone"}

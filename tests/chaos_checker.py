@@ -17,7 +17,10 @@ What is checked, and how it is judged:
   before it was sent and its acknowledgement (its delivery may have failed, or a
   breaker still open after the fault may have skipped Redis). For a write that is not,
   every stale read is a violation: the invalidation was delivered before the
-  response. For a fault-affected write, the names went to the outbox before the
+  response. Redis trouble the servers saw themselves counts like an injected fault
+  (``observed``: each Redis error a worker logged, e.g. a socket timeout on a starved
+  CPU, as a window of no length): the toolkit cannot tell it from an outage, so the
+  write's names go the same way. For a fault-affected write, the names went to the outbox before the
   response, and every process looks at the outbox at most ``POLL_INTERVAL`` (0.25 s)
   after its previous look, plus one outbox query: a stale read is a violation when it
   starts more than ``bound`` seconds after the acknowledgement, whether the fault is
@@ -95,15 +98,21 @@ def _affecting(write: Record, faults: list[FaultWindow], cooldown: float) -> Fau
 
 
 def stale_reads(
-    history: list[Record], faults: list[FaultWindow], *, bound: float, cooldown: float
+    history: list[Record],
+    faults: list[FaultWindow],
+    *,
+    bound: float,
+    cooldown: float,
+    observed: list[FaultWindow] | None = None,
 ) -> tuple[list[Violation], float, int]:
     """``(violations, longest stale window, stale reads in total)``; see the module doc."""
+    troubles = [*faults, *(observed or [])]
     writes: dict[int, list[tuple[float, int, FaultWindow | None]]] = defaultdict(list)
     for record in history:
         if record.role == "write" and 200 <= record.status < 300:
             for product, version in record.versions.items():
                 writes[product].append(
-                    (record.answered, version, _affecting(record, faults, cooldown))
+                    (record.answered, version, _affecting(record, troubles, cooldown))
                 )
     violations: list[Violation] = []
     window, stale = 0.0, 0
@@ -209,10 +218,16 @@ def check(
     bound: float,
     cooldown: float,
     run_end: float,
+    observed: list[FaultWindow] | None = None,
 ) -> Report:
-    """Every check at once, with the measurements the docs are generated from."""
+    """Every check at once, with the measurements the docs are generated from.
+
+    ``observed``: Redis errors the servers logged (see ``stale_reads``); they widen
+    which writes count as fault-affected, nothing else.
+    """
+    observed = observed or []
     stale_violations, stale_window, stale_total = stale_reads(
-        history, faults, bound=bound, cooldown=cooldown
+        history, faults, bound=bound, cooldown=cooldown, observed=observed
     )
     admission_violations, over = over_admission(history, limit=limit, window=window)
     server_errors = no_5xx(history)
@@ -229,6 +244,17 @@ def check(
         "writes": sum(1 for r in history if r.role == "write"),
         "fault_affected_writes": sum(
             1 for r in history if r.role == "write" and _affecting(r, faults, cooldown) is not None
+        ),
+        # Writes affected only by Redis errors the servers saw outside the injected faults.
+        "observed_only_writes": sum(
+            1
+            for r in history
+            if r.role == "write"
+            and _affecting(r, faults, cooldown) is None
+            and _affecting(r, observed, cooldown) is not None
+        ),
+        "observed_errors_outside_faults": sum(
+            1 for o in observed if not any(f.start <= o.start <= f.end + cooldown for f in faults)
         ),
         "abuser_requests": sum(1 for r in history if r.role == "abuse"),
         "abuser_counted": counted,

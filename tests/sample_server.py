@@ -196,7 +196,20 @@ def stop_sample_api(base: str) -> None:
 
 
 WORKER_EXIT_HOOK = """
-import json, os
+import json, os, time
+
+
+def post_worker_init(worker):  # in each worker: log every Redis error as it happens
+    from drf_redis_toolkit import signals
+
+    path = os.path.join({stats_dir!r}, f"{{os.getpid()}}.events")
+
+    def on_error(sender, unreachable, **kwargs):
+        with open(path, "a") as out:  # one short line per write: appends do not interleave
+            out.write(f"{{time.monotonic():.6f}} {{sender.__name__}} {{int(unreachable)}}\\n")
+
+    worker.drt_on_error = on_error  # a strong reference: signals hold receivers weakly
+    signals.redis_error.connect(on_error)
 
 
 def worker_exit(server, worker):  # runs in the worker process, as it exits
@@ -210,6 +223,20 @@ def worker_exit(server, worker):  # runs in the worker process, as it exits
 def worker_stats(stats_dir: Path) -> list[dict[str, int]]:
     """The ``connection.stats()`` each worker wrote as it exited (see ``sample_api``)."""
     return [json.loads(path.read_text()) for path in sorted(stats_dir.glob("*.json"))]
+
+
+def worker_errors(stats_dir: Path) -> list[tuple[float, int, str]]:
+    """``(time.monotonic(), worker pid, exception class)`` of every Redis error a worker saw.
+
+    ``time.monotonic()`` is one clock for every process of the machine (Linux's
+    ``CLOCK_MONOTONIC``), so these compare with the load driver's timestamps.
+    """
+    found = []
+    for path in sorted(stats_dir.glob("*.events")):
+        for line in path.read_text().splitlines():
+            moment, name, _unreachable = line.split()
+            found.append((float(moment), int(path.stem), name))
+    return sorted(found)
 
 
 def staff_token(base: str) -> str:

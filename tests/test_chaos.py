@@ -93,6 +93,40 @@ def test_a_write_soon_after_a_fault_counts_as_affected_by_it() -> None:
     assert _checks(_check([*_clean(), much_later, read])) == ["stale"]
 
 
+def test_a_redis_error_a_worker_saw_makes_a_nearby_write_fault_affected() -> None:
+    """A worker's own Redis error (a timeout on a starved CPU) counts like a fault nearby.
+
+    Far from every injected fault, a stale read after a write is a violation; when a
+    worker logged a Redis error within the cool-down before the write, its names may
+    have gone to the outbox, so the bound applies, and only the bound.
+    """
+    write = Record("write", 30.0, 30.1, 200, versions={2: 2})
+    soon = Record("read", 30.1 + BOUND * 0.5, 30.4, 200, "HIT", {2: 1})
+    history = [*_clean(), write, soon]
+    assert _checks(_check(history)) == ["stale"]
+    seen = [FaultWindow("TimeoutError seen by a worker", "worker 7", 29.0, 29.0)]
+    report = cc.check(
+        history, [FAULT], limit=LIMIT, window=WINDOW, bound=BOUND, cooldown=COOLDOWN,
+        run_end=40.0, observed=seen,
+    )  # fmt: skip
+    assert report.ok, report.violations
+    assert report.measurements["observed_only_writes"] == 1
+    assert report.measurements["observed_errors_outside_faults"] == 1
+    late = Record("read", 30.1 + BOUND * 1.2, 30.8, 200, "HIT", {2: 1})
+    report = cc.check(
+        [*_clean(), write, late], [FAULT], limit=LIMIT, window=WINDOW, bound=BOUND,
+        cooldown=COOLDOWN, run_end=40.0, observed=seen,
+    )  # fmt: skip
+    assert _checks(report) == ["stale"]
+    # An error logged after the write was acknowledged explains nothing about it.
+    after = [FaultWindow("TimeoutError seen by a worker", "worker 7", 30.2, 30.2)]
+    report = cc.check(
+        history, [FAULT], limit=LIMIT, window=WINDOW, bound=BOUND, cooldown=COOLDOWN,
+        run_end=40.0, observed=after,
+    )  # fmt: skip
+    assert _checks(report) == ["stale"]
+
+
 def test_a_failed_write_makes_no_read_stale() -> None:
     history = [*_clean(), Record("write", 3.0, 3.1, 400, versions={1: 5})]
     assert _check([*history, Record("read", 3.2, 3.3, 200, "HIT", {1: 1})]).ok
