@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.test import override_settings
 from redis.connection import AbstractConnection
 from redis.crc import key_slot
 from rest_framework.response import Response
@@ -22,12 +23,14 @@ from rest_framework.views import APIView
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit, scripts
 from drf_redis_toolkit.connection import get_client
+from drf_redis_toolkit.rates import parse_rate
 from drf_redis_toolkit.throttling import (
     AnonSlidingWindowThrottle,
     ScopedSlidingWindowCounterThrottle,
     SlidingWindowThrottle,
     UserSlidingWindowThrottle,
 )
+from tests.conftest import toolkit_settings_for
 
 factory = APIRequestFactory()
 CLIENT = "198.51.100.7"
@@ -357,3 +360,78 @@ def test_a_killed_connection_is_not_reused(real_backend):
     assert statuses == [200, 200, 429]
     ident = f"ip:{CLIENT}"
     assert real_backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_single", ident)) == 3
+
+
+@pytest.fixture
+def cluster(request):
+    """The real 3-master cluster only (what follows is the per-slot path, which needs one)."""
+    chosen = toolkit_settings_for("cluster", request)
+    with override_settings(DRF_REDIS_TOOLKIT=chosen.settings):
+        yield chosen
+    chosen.raw.close()
+
+
+LIMITS = parse_rate("2/min")
+
+
+def two_node_idents(client) -> tuple[str, str]:
+    """Two identities whose throttle keys (scope ``rt_n``) live on two different nodes."""
+    home = client.get_node_from_key(keyspace.throttle_key(ratelimit.LOG, "rt_n", "node-a"))
+    for i in range(200):
+        other = f"node-b{i}"
+        node = client.get_node_from_key(keyspace.throttle_key(ratelimit.LOG, "rt_n", other))
+        if node.name != home.name:
+            return "node-a", other
+    raise AssertionError("no key on a second node found")
+
+
+def round_of(idents) -> list[ratelimit.Decision]:
+    """One round asking once for each identity (new questions: new log members)."""
+    return ratelimit.decide_many([ratelimit.ask(ratelimit.LOG, "rt_n", i, LIMITS) for i in idents])
+
+
+def error_counts(clients) -> dict[str, int]:
+    """Error replies per kind (``INFO errorstats``), summed over the nodes."""
+    totals: dict[str, int] = {}
+    for client in clients:
+        for name, stats in client.info("errorstats").items():
+            totals[name] = totals.get(name, 0) + int(stats["count"])
+    return totals
+
+
+def recorded(cluster, idents) -> list[int]:
+    return [cluster.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_n", i)) for i in idents]
+
+
+def test_on_a_cluster_each_slot_call_goes_to_its_own_node_the_first_time(cluster):
+    """A round over two nodes: one call on each node's own pipeline; no node answers MOVED."""
+    nodes = node_clients(cluster)
+    idents = two_node_idents(get_client())
+    round_of(idents)  # the scripts are loaded on those nodes now
+    errors, calls = error_counts(nodes), [commands([node]) for node in nodes]
+    assert [d.allowed for d in round_of(idents)] == [True, True]
+    assert error_counts(nodes) == errors
+    sent = [
+        delta(before, commands([n])).get("evalsha", 0)
+        for before, n in zip(calls, nodes, strict=True)
+    ]
+    assert sorted(sent) == [0, 1, 1]
+    assert recorded(cluster, idents) == [2, 2]
+
+
+def test_on_a_cluster_a_round_over_two_slots_survives_flushed_scripts(cluster):
+    """``SCRIPT FLUSH`` on every node: each slot's call answers NOSCRIPT, runs again once.
+
+    Each call is decided exactly once (a retried call did nothing the first time),
+    and the answers are the scripts' own: admitted twice, then refused.
+    """
+    nodes = node_clients(cluster)
+    idents = two_node_idents(get_client())
+    for expected in ([True, True], [True, True], [False, False]):
+        for node in nodes:
+            node.script_flush()
+        decisions = round_of(idents)
+        assert [d.allowed for d in decisions] == expected
+        assert all(d.limits[0].limit == 2 for d in decisions)
+    assert recorded(cluster, idents) == [2, 2]
+    assert [d.limits[0].remaining for d in decisions] == [0, 0]
