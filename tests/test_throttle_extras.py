@@ -123,3 +123,77 @@ def test_reset_by_class_and_int_identity(backend):
         assert UserSlidingWindowThrottle().allow_request(request, None) is False
         assert reset_throttle(UserSlidingWindowThrottle, "user:42") == 1
         assert UserSlidingWindowThrottle().allow_request(request, None) is True
+
+
+def test_reset_says_whether_anything_was_forgotten(backend):
+    """``reset()`` is ``True`` only when a history was deleted; not limited is ``False``."""
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+
+    from drf_redis_toolkit.throttling import (
+        AnonSlidingWindowThrottle,
+        ScopedSlidingWindowThrottle,
+        SlidingWindowThrottle,
+    )
+
+    class PerArticle(SlidingWindowThrottle):
+        """An identity taken from the view (its URL kwargs), as DRF's hooks allow."""
+
+        rate = "1/min"
+
+        def get_cache_key(self, request, view):
+            return f"article:{view.kwargs['pk']}"
+
+    class View:
+        kwargs = {"pk": 7}
+        throttle_scope = None
+
+    request = APIRequestFactory().get("/", REMOTE_ADDR="9.9.9.3")
+    assert PerArticle().reset(request, View()) is False  # nothing recorded yet
+    assert PerArticle().allow_request(request, View()) is True
+    assert PerArticle().allow_request(request, View()) is False
+    assert PerArticle().reset(request, View()) is True
+    assert PerArticle().allow_request(request, View()) is True
+    # Not limited: a view without a scope, an authenticated user for the anon throttle.
+    assert ScopedSlidingWindowThrottle().reset(request, View()) is False
+    signed_in = APIRequestFactory().get("/")
+    signed_in.user = User(pk=3, username="u3")
+    with override_settings(REST_FRAMEWORK={"DEFAULT_THROTTLE_RATES": {"anon": "1/min"}}):
+        anon = AnonSlidingWindowThrottle()
+        assert anon.allow_request(request, None) is True
+        assert anon.reset(signed_in, None) is False
+        assert anon.reset(request, None) is True
+        # A bare Django request (no authentication ran: no ``user``) is anonymous.
+        bare = RequestFactory().get("/", REMOTE_ADDR="9.9.9.4")
+        assert anon.get_cache_key(bare, None) == "ip:9.9.9.4"
+
+
+def test_reset_throttle_takes_a_non_string_identity_and_a_class_named_scope(backend):
+    from drf_redis_toolkit.throttling import SlidingWindowThrottle, reset_throttle
+
+    class ByPk(SlidingWindowThrottle):
+        """No scope: its class name is the scope; an int identity (DRF allows any value)."""
+
+        rate = "1/min"
+
+        def get_cache_key(self, request, view):
+            return 42
+
+    request = APIRequestFactory().get("/")
+    assert ByPk().allow_request(request, None) is True
+    assert ByPk().allow_request(request, None) is False
+    assert reset_throttle(ByPk, 42) == 1
+    assert ByPk().allow_request(request, None) is True
+    assert reset_throttle(ByPk, "42") == 1  # the same identity as a string
+
+
+def test_a_bad_rate_names_where_it_was_set():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from drf_redis_toolkit.throttling import SlidingWindowThrottle
+
+    class Hourly(SlidingWindowThrottle):
+        rate = "100/fortnight"
+
+    with pytest.raises(ImproperlyConfigured, match=r"^Hourly\.rate: unknown unit 'fortnight'"):
+        Hourly().get_limits()

@@ -297,6 +297,47 @@ def test_keys_of_other_identities_take_one_call_per_slot(backend, counted, round
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_x", first)) == 2
 
 
+class Costly(UserSlidingWindowThrottle):
+    scope = "rt_costly"
+    rate = "10/min"
+
+    def get_cost(self, request, view):
+        return 2
+
+
+def test_one_round_trip_for_four_throttles_on_every_backend(backend, round_trips):
+    """The look-ahead, counted on fakeredis too: anon, user, scoped and a cost-2 throttle.
+
+    Every request, admitted or refused (User allows 3 a minute), is one round trip,
+    and each key ends up holding exactly its own throttle's records: nothing asked
+    ahead under another name, scope or cost.
+    """
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (Anon, User, Scoped, Costly)
+
+    view = View.as_view()
+    first = view(request_anonymous())  # the scripts are loaded now
+    assert first.status_code == 200
+    statuses, sent = [], []
+    for _ in range(4):
+        response, trips_made = trips(round_trips, lambda: view(request_anonymous()))
+        statuses.append(response.status_code)
+        sent.append(trips_made)
+    assert statuses == [200, 200, 429, 429]
+    assert sent == [1, 1, 1, 1]
+    ident = f"ip:{CLIENT}"
+    log_keys = {
+        keyspace.throttle_key(ratelimit.LOG, scope, ident): records
+        for scope, records in (("rt_anon", 3), ("rt_user", 3), ("rt_costly", 6))
+    }
+    counter = keyspace.throttle_key(ratelimit.COUNTER, "rt_scoped", ident)
+    stored = {key.decode() for key in backend.raw.scan_iter(match="drt:*")}
+    assert stored == {*log_keys, counter}
+    assert {key: backend.raw.zcard(key) for key in log_keys} == log_keys
+    assert sum(int(v) for v in backend.raw.hgetall(counter).values()) == 3
+
+
 def test_a_throttle_listed_twice_counts_twice(backend):
     """The same key twice in one round: the second sees the first's record (as before)."""
 
