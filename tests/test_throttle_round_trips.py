@@ -351,6 +351,85 @@ def test_a_throttle_listed_twice_counts_twice(backend):
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_user", ident)) == 2
 
 
+class Unscoped(ScopedSlidingWindowCounterThrottle):
+    """Scoped by the view's ``other_scope``, which the views here do not set: not limited."""
+
+    scope_attr = "other_scope"
+
+
+class DrfLoose(UserRateThrottle):
+    rate = "100/min"
+
+    def get_cache_key(self, request, view):
+        return "drf-loose-round-trips"
+
+
+def log_count(backend, scope: str) -> int:
+    return backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, scope, f"ip:{CLIENT}"))
+
+
+@pytest.mark.parametrize(
+    "between", ["drf", "unlimited", "listed-twice"], ids=["drf", "unlimited", "listed-twice"]
+)
+def test_what_stands_between_the_toolkit_throttles_of_a_round(backend, round_trips, between):
+    """The look-ahead reaches past a DRF throttle and an unlimited toolkit throttle (one
+    round trip); a key listed twice is left to its second throttle's own call."""
+    from django.core.cache import cache
+
+    cache.clear()
+    middle = {"drf": DrfLoose, "unlimited": Unscoped, "listed-twice": User}[between]
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (Anon, User, middle)
+
+    view = View.as_view()
+    view(request_anonymous())  # the scripts are loaded now
+    sent = [trips(round_trips, lambda: view(request_anonymous()))[1] for _ in range(2)]
+    if between == "listed-twice":
+        # User (3/min) counted twice by the first request; from the second on, its second
+        # throttle refuses in a call of its own, and one more round trip takes back what
+        # Anon and its first throttle recorded.
+        assert sent == [3, 3]
+        assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (1, 2)
+    else:
+        assert sent == [1, 1]
+        assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (3, 3)
+    cache.clear()
+
+
+def test_a_throttle_called_by_hand_or_a_view_of_its_own_decides_alone(backend, round_trips):
+    """No DRF ``check_throttles`` running the round: each throttle asks for itself only.
+
+    By hand (no view frame on the stack), through a view's own loop that calls only its
+    first throttle, and with a view object that takes no attributes (no round on it):
+    nothing is asked ahead for a throttle that will not be called.
+    """
+    request = APIRequestFactory().get("/", REMOTE_ADDR=CLIENT)
+    view = ThreeThrottlesView()
+    view.throttle_classes = (Anon, User)
+    Anon().allow_request(view.initialize_request(request), view)  # scripts loaded
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (1, 0)
+
+    def first_only(self, request):
+        if not self.get_throttles()[0].allow_request(request, self):
+            self.throttled(request, None)
+
+    class OwnLoop(ThreeThrottlesView):
+        throttle_classes = (Anon, User)
+        check_throttles = first_only
+
+    assert OwnLoop.as_view()(request_anonymous()).status_code == 200
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (2, 0)
+
+    class NoAttributes:
+        __slots__ = ()
+        throttle_classes = (Anon, User)
+
+    _, sent = trips(round_trips, lambda: Anon().allow_request(request, NoAttributes()))
+    assert sent == 1
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (3, 0)
+
+
 def test_a_hook_answering_otherwise_the_second_time_decides_alone(backend):
     """A cost that changes between the look-ahead and the throttle's own call: no double count."""
     costs = iter([1, 2, 1, 2])
