@@ -368,3 +368,9 @@ def test_one_requests_address_is_worked_out_once(backend, monkeypatch, settings)
     assert throttling.client_address(request) == "9.9.9.5" and len(calls) == 1
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 0}
     assert throttling.client_address(request) == "9.9.9.5" and len(calls) == 2
+    # Without the middleware the view's throttles ask first (through DRF's Request):
+    # the answer is kept on the HttpRequest, where the nested view's Request finds it.
+    calls.clear()
+    response = Outer.as_view()(APIRequestFactory().get("/", REMOTE_ADDR="9.9.9.6"))
+    assert response.status_code == 200 and response.data == {"inner": 200}
+    assert len(calls) == 1
