@@ -76,3 +76,8 @@ def test_every_allowed_mutant_has_a_reason_and_the_docs_name_the_list():
     assert all(len(reason.split()) >= 8 for reason in allow.values()), "a reason, not a label"
     testing = (ROOT / "docs" / "testing.md").read_text()
     assert str(ALLOW_LIST.relative_to(ROOT)) in testing
+
+
+def test_ci_runs_the_gate():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert any(line.strip().endswith("-m tests.mutation_gate") for line in lines)
