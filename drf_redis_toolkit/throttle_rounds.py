@@ -37,14 +37,30 @@ def creation_number() -> int:
     return next(_sequence)
 
 
-def _caller(frame: FrameType | None) -> FrameType | None:
-    """The frame that called ``allow_request`` (DRF's ``check_throttles``).
+#: How far up from ``allow_request`` the view's own method may be: throttle frames
+#: (``super()`` calls, delegation), decorators' wrappers, mutmut's trampolines.
+_MAX_DEPTH = 32
 
-    Frames of ``allow_request`` methods (a subclass calling ``super()``, a
-    throttle delegating to another) are skipped.
+
+def _caller(frame: FrameType | None, view: Any) -> FrameType | None:
+    """The frame of ``view``'s own method that called the throttles (DRF's ``check_throttles``).
+
+    The nearest frame up the stack whose first argument is ``view``: whatever
+    runs in between (``allow_request`` of a subclass calling ``super()``, a
+    throttle delegating to another, a decorator's wrapper under another name, a
+    mutation tester's trampoline) is not the view's, so it is passed by. A
+    decorated ``check_throttles`` finds the inner, real one (it calls
+    ``throttled()``); a view's own throttle loop under another name is found
+    too. Names are not compared: wrappers rename. ``None`` without a view, or
+    when no frame of the view is near (a throttle called by hand).
     """
-    for _ in range(16):
-        if frame is None or frame.f_code.co_name != "allow_request":
+    if view is None:
+        return None
+    for _ in range(_MAX_DEPTH):
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code.co_argcount and frame.f_locals.get(code.co_varnames[0]) is view:
             return frame
         frame = frame.f_back
     return None
@@ -65,9 +81,9 @@ class ThrottleRound:
     request: Any
     view: Any
     started: int
-    #: The ``check_throttles`` frame running this round. Held, not just its ``id()``:
-    #: a later call's frame may reuse a freed frame's address. Dropped once the round
-    #: is over (refused, superseded, or its middleware pass ended).
+    #: The view's frame running this round (``check_throttles``, see ``_caller``). Held,
+    #: not just its ``id()``: a later call's frame may reuse a freed frame's address.
+    #: Dropped once the round is over (refused, superseded, or its middleware pass ended).
     caller: FrameType | None = None
     decisions: list[ratelimit.Decision] = field(default_factory=list)
     members: list[Any] = field(default_factory=list)
@@ -182,7 +198,7 @@ def current_round(throttle: Any, request: Any, view: Any) -> ThrottleRound:
         if isinstance(round_, ThrottleRound):
             round_.close()
         round_ = ThrottleRound(
-            request, view, started=creation_number(), caller=_caller(sys._getframe(1))
+            request, view, started=creation_number(), caller=_caller(sys._getframe(1), view)
         )
         try:
             setattr(holder, ROUND_ATTR, round_)

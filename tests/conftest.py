@@ -69,8 +69,12 @@ def redis_server() -> Iterator[servers.RedisProcess]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[servers.RedisCluster]:
-    """A real 3-master Redis Cluster for the whole session."""
+def redis_cluster() -> Iterator[servers.RedisCluster | servers.SharedCluster]:
+    """A real 3-master Redis Cluster for the whole session (or ``DRT_CLUSTER_PORTS``'s)."""
+    shared = os.environ.get("DRT_CLUSTER_PORTS")
+    if shared:
+        yield servers.SharedCluster([int(port) for port in shared.split(",")])
+        return
     if servers.redis_server_binary() is None:
         _unavailable("redis-server is not installed")
     yield from _until_the_end(lambda: servers.start_cluster(masters=3))

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import fakeredis
@@ -201,14 +202,57 @@ class RedisCluster:
             node.stop()
 
     def flushall(self) -> None:
-        for node in self.nodes:
-            client = node.client()
-            try:
-                role = client.execute_command("ROLE")[0]
-                if role in (b"master", "master"):
-                    client.flushall()
-            finally:
-                client.close()
+        _flush_masters(node.port for node in self.nodes)
+
+
+def _flush_masters(ports: Iterable[int]) -> None:
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            role = client.execute_command("ROLE")[0]
+            if role in (b"master", "master"):
+                client.flushall()
+        finally:
+            client.close()
+
+
+@dataclass
+class SharedNode:
+    """One node of a ``SharedCluster``: its address only (no process to pause or stop)."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@dataclass
+class SharedCluster:
+    """A cluster another process started and will stop, named by its nodes' ports.
+
+    ``DRT_CLUSTER_PORTS=p1,p2,p3`` makes the ``redis_cluster`` fixture use it
+    instead of starting its own: tests/mutation_gate.py starts one cluster for
+    hundreds of pytest sessions (one per mutant), each of which would otherwise
+    spend seconds creating a cluster. It is flushed like the session's own, never
+    stopped here.
+    """
+
+    ports: list[int]
+
+    @property
+    def nodes(self) -> list[SharedNode]:
+        return [SharedNode(port) for port in self.ports]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def flushall(self) -> None:
+        _flush_masters(self.ports)
+
+    def stop(self) -> None:
+        pass  # its owner stops it
 
 
 def start_cluster(

@@ -5,10 +5,32 @@ from __future__ import annotations
 import os
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.rates import Limit, parse_rate
+
+
+class Steps:
+    """Decide and take back through the ``drivers`` steps, sync or on an event loop."""
+
+    def __init__(self, way: str) -> None:
+        self.way = way
+
+    def decide(self, kind, scope, ident, limits, cost=1, record=True) -> ratelimit.Decision:
+        step = ratelimit.Decide(ratelimit.ask(kind, scope, ident, limits, cost, record))
+        return step.run() if self.way == "sync" else async_to_sync(step.arun)()
+
+    def undo(self, decisions) -> None:
+        step = ratelimit.Undo(decisions)
+        step.run() if self.way == "sync" else async_to_sync(step.arun)()
+
+
+@pytest.fixture(params=["sync", "async"])
+def steps(request) -> Steps:
+    """``decide_one``/``undo`` (sync) or ``adecide_one``/``aundo`` (the async client)."""
+    return Steps(request.param)
 
 
 def server_us(raw) -> int:
@@ -61,43 +83,55 @@ def test_the_blocking_limit_with_the_longest_wait_is_the_most_restrictive(backen
 
 
 @pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
-def test_undo_takes_back_exactly_the_cost(backend, kind):
+def test_undo_takes_back_exactly_the_cost(backend, kind, steps):
     limits = parse_rate("10/min,100/hour")
-    ratelimit.decide(kind, "e", "c", limits, cost=2)
-    taken = ratelimit.decide(kind, "e", "c", limits, cost=3)
+    steps.decide(kind, "e", "c", limits, cost=2)
+    taken = steps.decide(kind, "e", "c", limits, cost=3)
     assert taken.allowed and taken.cost == 3
-    ratelimit.undo([taken])
+    assert [s.remaining for s in taken.limits] == [5, 95]
+    steps.undo([taken])
     assert taken.recorded == []
-    after = ratelimit.decide(kind, "e", "c", limits, record=False)
+    assert [s.remaining for s in taken.limits] == [8, 98]  # what the headers then report
+    after = steps.decide(kind, "e", "c", limits, record=False)
     assert [s.remaining for s in after.limits] == [8, 98]
-    ratelimit.undo([taken])  # a second undo takes nothing more
-    after = ratelimit.decide(kind, "e", "c", limits, record=False)
+    steps.undo([taken])  # a second undo takes nothing more
+    after = steps.decide(kind, "e", "c", limits, record=False)
     assert [s.remaining for s in after.limits] == [8, 98]
 
 
-def test_undo_of_the_counter_touches_this_windows_fields_only(backend):
+def test_undo_of_the_counter_touches_this_windows_fields_only(backend, steps):
     limits = parse_rate("10/min,100/hour")
-    taken = ratelimit.decide(ratelimit.COUNTER, "e", "c", limits, cost=3)
+    taken = steps.decide(ratelimit.COUNTER, "e", "c", limits, cost=3)
     key = keyspace.throttle_key(ratelimit.COUNTER, "e", "c")
     fields = {k.decode() for k in backend.raw.hkeys(key)}
     assert fields == {
         f"{limit.window * 1_000_000}:{taken.now_us // (limit.window * 1_000_000)}"
         for limit in limits
     }
-    ratelimit.undo([taken])
+    steps.undo([taken])
     assert {k.decode(): int(v) for k, v in backend.raw.hgetall(key).items()} == dict.fromkeys(
         fields, 0
     )
 
 
-def test_a_dry_run_or_a_refusal_records_nothing_to_undo(backend):
+def test_a_dry_run_or_a_refusal_records_nothing_to_undo(backend, steps):
     limits = parse_rate("1/min")
-    assert ratelimit.decide(ratelimit.LOG, "e", "c", limits, record=False).recorded == []
-    assert ratelimit.decide(ratelimit.LOG, "e", "c", limits).recorded
-    refused = ratelimit.decide(ratelimit.LOG, "e", "c", limits)
+    dry = steps.decide(ratelimit.LOG, "e", "c", limits, record=False)
+    assert dry.allowed and dry.recorded == []
+    kept = steps.decide(ratelimit.LOG, "e", "c", limits)
+    assert kept.recorded
+    refused = steps.decide(ratelimit.LOG, "e", "c", limits)
     assert refused.allowed is False and refused.recorded == []
-    free = ratelimit.decide(ratelimit.LOG, "e", "other", limits, cost=0)
+    free = steps.decide(ratelimit.LOG, "e", "other", limits, cost=0)
     assert free.allowed and free.recorded == []
+    # Taking back decisions that recorded nothing sends nothing and changes nothing.
+    steps.undo([dry, refused, free])
+    assert [d.limits[0].remaining for d in (dry, refused, free)] == [1, 0, 1]
+    key = keyspace.throttle_key(ratelimit.LOG, "e", "c")
+    assert backend.raw.zcard(key) == 1
+    steps.undo([dry, kept, refused, free])  # only the one admitted and recorded goes back
+    assert backend.raw.zcard(key) == 0
+    assert [d.limits[0].remaining for d in (dry, kept, refused, free)] == [1, 1, 0, 1]
 
 
 def test_sub_second_waits_still_pick_the_longest_blocking_limit():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
+from redis.crc import key_slot
 from rest_framework.test import APIRequestFactory
 
+from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.middleware import RateLimitMiddleware
 from drf_redis_toolkit.rates import parse_rate
@@ -17,6 +20,23 @@ factory = APIRequestFactory()
 
 def _view(request):
     return HttpResponse("ok")
+
+
+async def _async_view(request):
+    return HttpResponse("ok")
+
+
+def _middleware(way):
+    """The middleware on a sync chain, or on an async one (ASGI) called from sync code.
+
+    On the async chain every decision and take-back goes through the event loop's
+    async client (``ratelimit.Decide``/``Undo`` run by ``drivers.run_async``).
+    """
+    if way == "sync":
+        return RateLimitMiddleware(_view)
+    middleware = RateLimitMiddleware(_async_view)
+    assert iscoroutinefunction(middleware)
+    return async_to_sync(middleware)
 
 
 def _user(pk):
@@ -58,14 +78,15 @@ def test_a_user_keyed_rule_counts_per_user_and_per_ip_for_anonymous(backend, set
     assert _remaining("orders", "ip:10.2.2.2", "2/min") == 1
 
 
+@pytest.mark.parametrize("way", ["sync", "async"])
 @pytest.mark.parametrize("order", ["broad-first", "narrow-first"])
-def test_a_request_refused_by_one_rule_is_not_counted_by_another(backend, settings, order):
+def test_a_request_refused_by_one_rule_is_not_counted_by_another(backend, settings, order, way):
     broad = {"path": r"^/api/", "rate": "10/min", "key": "ip", "scope": "broad"}
     narrow = {"path": r"^/api/login/$", "methods": ["POST"], "rate": "2/min", "key": "ip",
               "scope": "narrow"}  # fmt: skip
     rules = [broad, narrow] if order == "broad-first" else [narrow, broad]
     settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules}
-    middleware = RateLimitMiddleware(_view)
+    middleware = _middleware(way)
     statuses = [middleware(_post("/api/login/")).status_code for _ in range(5)]
     assert statuses == [200, 200, 429, 429, 429]
     refused = middleware(_post("/api/login/"))
@@ -75,6 +96,40 @@ def test_a_request_refused_by_one_rule_is_not_counted_by_another(backend, settin
     assert _remaining("narrow", "ip:10.2.2.2", "2/min") == 0
     # Other paths under the broad rule still have its budget.
     assert [middleware(_post("/api/other/")).status_code for _ in range(9)] == [200] * 8 + [429]
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_a_refusal_takes_back_earlier_rules_whose_keys_are_in_other_slots(backend, settings, way):
+    """Two rules admitted (a user's key and an address's key), a third refuses: both go back.
+
+    The two keys hash to different cluster slots, so on a cluster the take-back is
+    one pipeline over two slots: it must not be a transaction (``MULTI`` over two
+    slots is refused), on the sync and the async client alike.
+    """
+    per_user = {"path": r"^/api/", "rate": "10/min", "key": "user", "scope": "mw_user"}
+    per_ip = {"path": r"^/api/", "rate": "10/min", "key": "ip", "scope": "mw_ip"}
+    login = {"path": r"^/api/login/$", "rate": "1/min", "key": "ip", "scope": "mw_login"}
+    keys = [
+        keyspace.throttle_key(ratelimit.LOG, "mw_user", "user:7"),
+        keyspace.throttle_key(ratelimit.LOG, "mw_ip", "ip:10.2.2.2"),
+    ]
+    assert key_slot(keys[0].encode()) != key_slot(keys[1].encode())
+    settings.DRF_REDIS_TOOLKIT = {
+        **backend.settings,
+        "RATELIMIT_RULES": [per_user, per_ip, login],
+    }
+    middleware = _middleware(way)
+    ann = _user(7)
+    assert [middleware(_post("/api/login/", ann)).status_code for _ in range(4)] == [
+        200,
+        429,
+        429,
+        429,
+    ]
+    # Only the one admitted login is counted by the two broad rules.
+    assert _remaining("mw_user", "user:7", "10/min") == 9
+    assert _remaining("mw_ip", "ip:10.2.2.2", "10/min") == 9
+    assert [backend.raw.zcard(key) for key in keys] == [1, 1]
 
 
 def test_an_outage_fails_open_or_answers_503(redis_server, settings):

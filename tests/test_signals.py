@@ -59,10 +59,12 @@ class Fixed(SlidingWindowThrottle):
 def test_throttle_decisions_are_sent_with_the_identity_digest(backend, record):
     seen = record(signals.throttle_decided)
     request = APIRequestFactory().get("/")
-    results = [Fixed().allow_request(request, None) for _ in range(5)]
+    view = object()  # what the receivers get back as ``view``
+    results = [Fixed().allow_request(request, view) for _ in range(5)]
     assert results == [True, True, True, False, False]
     assert [call["allowed"] for call in seen.calls] == results
     assert {call["sender"] for call in seen.calls} == {Fixed}
+    assert all(call["request"] is request and call["view"] is view for call in seen.calls)
     assert {call["scope"] for call in seen.calls} == {"signals"}
     assert {call["cost"] for call in seen.calls} == {1}
     assert {call["identity"] for call in seen.calls} == {keyspace.digest("client-42")}

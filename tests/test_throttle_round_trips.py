@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.test import override_settings
 from redis.connection import AbstractConnection
 from redis.crc import key_slot
 from rest_framework.response import Response
@@ -22,12 +23,14 @@ from rest_framework.views import APIView
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit, scripts
 from drf_redis_toolkit.connection import get_client
+from drf_redis_toolkit.rates import parse_rate
 from drf_redis_toolkit.throttling import (
     AnonSlidingWindowThrottle,
     ScopedSlidingWindowCounterThrottle,
     SlidingWindowThrottle,
     UserSlidingWindowThrottle,
 )
+from tests.conftest import toolkit_settings_for
 
 factory = APIRequestFactory()
 CLIENT = "198.51.100.7"
@@ -294,6 +297,47 @@ def test_keys_of_other_identities_take_one_call_per_slot(backend, counted, round
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_x", first)) == 2
 
 
+class Costly(UserSlidingWindowThrottle):
+    scope = "rt_costly"
+    rate = "10/min"
+
+    def get_cost(self, request, view):
+        return 2
+
+
+def test_one_round_trip_for_four_throttles_on_every_backend(backend, round_trips):
+    """The look-ahead, counted on fakeredis too: anon, user, scoped and a cost-2 throttle.
+
+    Every request, admitted or refused (User allows 3 a minute), is one round trip,
+    and each key ends up holding exactly its own throttle's records: nothing asked
+    ahead under another name, scope or cost.
+    """
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (Anon, User, Scoped, Costly)
+
+    view = View.as_view()
+    first = view(request_anonymous())  # the scripts are loaded now
+    assert first.status_code == 200
+    statuses, sent = [], []
+    for _ in range(4):
+        response, trips_made = trips(round_trips, lambda: view(request_anonymous()))
+        statuses.append(response.status_code)
+        sent.append(trips_made)
+    assert statuses == [200, 200, 429, 429]
+    assert sent == [1, 1, 1, 1]
+    ident = f"ip:{CLIENT}"
+    log_keys = {
+        keyspace.throttle_key(ratelimit.LOG, scope, ident): records
+        for scope, records in (("rt_anon", 3), ("rt_user", 3), ("rt_costly", 6))
+    }
+    counter = keyspace.throttle_key(ratelimit.COUNTER, "rt_scoped", ident)
+    stored = {key.decode() for key in backend.raw.scan_iter(match="drt:*")}
+    assert stored == {*log_keys, counter}
+    assert {key: backend.raw.zcard(key) for key in log_keys} == log_keys
+    assert sum(int(v) for v in backend.raw.hgetall(counter).values()) == 3
+
+
 def test_a_throttle_listed_twice_counts_twice(backend):
     """The same key twice in one round: the second sees the first's record (as before)."""
 
@@ -305,6 +349,94 @@ def test_a_throttle_listed_twice_counts_twice(backend):
     assert statuses == [200, 429, 429]
     ident = f"ip:{CLIENT}"
     assert backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_user", ident)) == 2
+
+
+class Unscoped(ScopedSlidingWindowCounterThrottle):
+    """Scoped by the view's ``other_scope``, which the views here do not set: not limited."""
+
+    scope_attr = "other_scope"
+
+
+class DrfLoose(UserRateThrottle):
+    rate = "100/min"
+
+    def get_cache_key(self, request, view):
+        return "drf-loose-round-trips"
+
+
+def log_count(backend, scope: str) -> int:
+    return backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, scope, f"ip:{CLIENT}"))
+
+
+class OwnCall(UserSlidingWindowThrottle):
+    """Overrides ``allow_request``: DRF may not call the base's, so it decides in its own call."""
+
+    scope = "rt_own_call"
+    rate = "100/min"
+
+    def allow_request(self, request, view):
+        return super().allow_request(request, view)
+
+
+@pytest.mark.parametrize("between", ["drf", "unlimited", "own-call", "listed-twice"])
+def test_what_stands_between_the_toolkit_throttles_of_a_round(backend, round_trips, between):
+    """The look-ahead reaches past a DRF throttle, an unlimited toolkit throttle and one
+    that decides in its own call, to the throttle after them; a key listed twice is left
+    to its second throttle's own call."""
+    from django.core.cache import cache
+
+    cache.clear()
+    middle = {"drf": DrfLoose, "unlimited": Unscoped, "own-call": OwnCall, "listed-twice": User}
+
+    class View(ThreeThrottlesView):
+        throttle_classes = (Anon, middle[between], User)
+
+    view = View.as_view()
+    view(request_anonymous())  # the scripts are loaded now
+    sent = [trips(round_trips, lambda: view(request_anonymous()))[1] for _ in range(2)]
+    if between == "listed-twice":
+        # User (3/min) counted twice by the first request; from the second on, its second
+        # throttle refuses in a call of its own, and one more round trip takes back what
+        # Anon and its first throttle recorded.
+        assert sent == [3, 3]
+        assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (1, 2)
+    else:
+        assert sent == ([2, 2] if between == "own-call" else [1, 1])
+        assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (3, 3)
+    cache.clear()
+
+
+def test_a_throttle_called_by_hand_or_a_view_of_its_own_decides_alone(backend, round_trips):
+    """No DRF ``check_throttles`` running the round: each throttle asks for itself only.
+
+    By hand (no view frame on the stack), through a view's own loop that calls only its
+    first throttle, and with a view object that takes no attributes (no round on it):
+    nothing is asked ahead for a throttle that will not be called.
+    """
+    request = APIRequestFactory().get("/", REMOTE_ADDR=CLIENT)
+    view = ThreeThrottlesView()
+    view.throttle_classes = (Anon, User)
+    Anon().allow_request(view.initialize_request(request), view)  # scripts loaded
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (1, 0)
+
+    def first_only(self, request):
+        if not self.get_throttles()[0].allow_request(request, self):
+            self.throttled(request, None)
+
+    class OwnLoop(ThreeThrottlesView):
+        throttle_classes = (Anon, User)
+        check_throttles = first_only
+
+    assert OwnLoop.as_view()(request_anonymous()).status_code == 200
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (2, 0)
+
+    class NoAttributes:
+        __slots__ = ()
+        throttle_classes = (Anon, User)
+
+    _, sent = trips(round_trips, lambda: Anon().allow_request(request, NoAttributes()))
+    assert sent == 1
+    assert (log_count(backend, "rt_anon"), log_count(backend, "rt_user")) == (3, 0)
 
 
 def test_a_hook_answering_otherwise_the_second_time_decides_alone(backend):
@@ -357,3 +489,78 @@ def test_a_killed_connection_is_not_reused(real_backend):
     assert statuses == [200, 200, 429]
     ident = f"ip:{CLIENT}"
     assert real_backend.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_single", ident)) == 3
+
+
+@pytest.fixture
+def cluster(request):
+    """The real 3-master cluster only (what follows is the per-slot path, which needs one)."""
+    chosen = toolkit_settings_for("cluster", request)
+    with override_settings(DRF_REDIS_TOOLKIT=chosen.settings):
+        yield chosen
+    chosen.raw.close()
+
+
+LIMITS = parse_rate("2/min")
+
+
+def two_node_idents(client) -> tuple[str, str]:
+    """Two identities whose throttle keys (scope ``rt_n``) live on two different nodes."""
+    home = client.get_node_from_key(keyspace.throttle_key(ratelimit.LOG, "rt_n", "node-a"))
+    for i in range(200):
+        other = f"node-b{i}"
+        node = client.get_node_from_key(keyspace.throttle_key(ratelimit.LOG, "rt_n", other))
+        if node.name != home.name:
+            return "node-a", other
+    raise AssertionError("no key on a second node found")
+
+
+def round_of(idents) -> list[ratelimit.Decision]:
+    """One round asking once for each identity (new questions: new log members)."""
+    return ratelimit.decide_many([ratelimit.ask(ratelimit.LOG, "rt_n", i, LIMITS) for i in idents])
+
+
+def error_counts(clients) -> dict[str, int]:
+    """Error replies per kind (``INFO errorstats``), summed over the nodes."""
+    totals: dict[str, int] = {}
+    for client in clients:
+        for name, stats in client.info("errorstats").items():
+            totals[name] = totals.get(name, 0) + int(stats["count"])
+    return totals
+
+
+def recorded(cluster, idents) -> list[int]:
+    return [cluster.raw.zcard(keyspace.throttle_key(ratelimit.LOG, "rt_n", i)) for i in idents]
+
+
+def test_on_a_cluster_each_slot_call_goes_to_its_own_node_the_first_time(cluster):
+    """A round over two nodes: one call on each node's own pipeline; no node answers MOVED."""
+    nodes = node_clients(cluster)
+    idents = two_node_idents(get_client())
+    round_of(idents)  # the scripts are loaded on those nodes now
+    errors, calls = error_counts(nodes), [commands([node]) for node in nodes]
+    assert [d.allowed for d in round_of(idents)] == [True, True]
+    assert error_counts(nodes) == errors
+    sent = [
+        delta(before, commands([n])).get("evalsha", 0)
+        for before, n in zip(calls, nodes, strict=True)
+    ]
+    assert sorted(sent) == [0, 1, 1]
+    assert recorded(cluster, idents) == [2, 2]
+
+
+def test_on_a_cluster_a_round_over_two_slots_survives_flushed_scripts(cluster):
+    """``SCRIPT FLUSH`` on every node: each slot's call answers NOSCRIPT, runs again once.
+
+    Each call is decided exactly once (a retried call did nothing the first time),
+    and the answers are the scripts' own: admitted twice, then refused.
+    """
+    nodes = node_clients(cluster)
+    idents = two_node_idents(get_client())
+    for expected in ([True, True], [True, True], [False, False]):
+        for node in nodes:
+            node.script_flush()
+        decisions = round_of(idents)
+        assert [d.allowed for d in decisions] == expected
+        assert all(d.limits[0].limit == 2 for d in decisions)
+    assert recorded(cluster, idents) == [2, 2]
+    assert [d.limits[0].remaining for d in decisions] == [0, 0]

@@ -9,6 +9,8 @@ not a throttle's refusal.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from django.core.cache import cache
 from rest_framework.exceptions import Throttled
@@ -277,4 +279,57 @@ def test_take_back_with_a_wrapped_allow_request_or_a_custom_throttled(backend, c
     assert [r.status_code for r in responses] == [200, 429, 429]
     if custom_throttled:
         assert "custom" in str(responses[1].data["detail"])
+    assert count(backend, "loose") == 1
+
+
+def _logged(method):
+    """A decorator as users write them: its wrapper's frame has its own name."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+class DecoratedLoose(Loose):
+    """``allow_request`` behind a decorator (like a tracing or logging wrapper)."""
+
+    allow_request = _logged(Loose.allow_request)
+
+
+def _own_check_throttles(view, request):
+    """A view's own throttle loop under another name (not DRF's ``check_throttles``)."""
+    waits = [t.wait() for t in view.get_throttles() if not t.allow_request(request, view)]
+    if waits:
+        view.throttled(request, max(w for w in waits if w is not None))
+
+
+@pytest.mark.parametrize("wrapped", ["allow_request", "check_throttles", "both", "renamed"])
+def test_take_back_when_the_round_is_run_through_wrappers(backend, wrapped):
+    """Decorated ``allow_request``/``check_throttles`` or a loop of the view's own: still one round.
+
+    The round is found by walking up to the view's own method that called the
+    throttles, past any wrapper frame (a decorator's, mutmut's trampolines), so a
+    DRF refusal still takes back what the toolkit's throttle recorded in it, and
+    the toolkit's look-ahead still asks both questions in one call.
+    """
+    cache.clear()
+    loose = DecoratedLoose if wrapped in ("allow_request", "both") else Loose
+
+    class View(APIView):
+        throttle_classes = (loose, DrfStrict)
+        permission_classes = ()
+
+        if wrapped in ("check_throttles", "both"):
+            check_throttles = _logged(APIView.check_throttles)
+        elif wrapped == "renamed":
+            check_throttles = _own_check_throttles
+
+        def get(self, request):
+            return Response({"ok": True})
+
+    view = View.as_view()
+    responses = [view(factory.get("/")) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 429, 429]
     assert count(backend, "loose") == 1
