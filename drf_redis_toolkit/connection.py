@@ -361,6 +361,22 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def refresh_cluster_nodes(client: Any) -> None:
+    """Re-read a cluster's node list and slot map (one ``CLUSTER SLOTS``); no-op otherwise.
+
+    Run by the probe after an outage, before the first command. A node may have
+    failed over while Redis was away, and redis-py before 7.0 forgets a node it
+    could not reach: its startup-node dict *is* its node cache, so dropping the
+    node from the one drops it from the other, while the slot map still routes
+    that node's keys to it. Commands sent to every primary (``SCRIPT LOAD``,
+    ``SCAN``) then skip that node until the next full refresh: a script is never
+    loaded there (``NoScriptError`` on each call to its keys) and a pattern
+    clear misses its keys.
+    """
+    if is_cluster(client):
+        client.nodes_manager.initialize()
+
+
 def get_breaker() -> CircuitBreaker:
     return _current_state().breaker
 
@@ -397,6 +413,7 @@ def _probe(breaker: CircuitBreaker) -> Any:
         client = _build(breaker)
         try:
             client.ping()
+            refresh_cluster_nodes(client)
         except BUILD_ERRORS as exc:
             signals.error(exc, unreachable=True)
             breaker.record_failure()

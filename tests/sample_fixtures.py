@@ -117,7 +117,8 @@ def database_url() -> str:
     from django.db import connection
 
     entry = connection.settings_dict
-    if entry["ENGINE"].endswith("sqlite3"):
+    # By vendor, not ENGINE: on Django < 5.1 the engine is config.sqlite_compat.
+    if connection.vendor == "sqlite":
         return f"sqlite:///{entry['NAME']}"
     return f"postgres://{entry['USER']}@{entry['HOST']}:{entry['PORT']}/{entry['NAME']}"
 

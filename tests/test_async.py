@@ -83,7 +83,7 @@ def test_async_per_user_entries_are_never_shared(backend):
 
     def as_user(user):
         client = AsyncClient()
-        async_to_sync(client.aforce_login)(user)
+        client.force_login(user)  # aforce_login is Django 5.0+
         return async_to_sync(client.get)("/async/user/")
 
     assert as_user(alice).json() == {"user": "alice"}
@@ -367,7 +367,7 @@ def test_a_hit_on_an_async_generic_view_rechecks_object_permissions(backend):
 
     def as_user(user):
         client = AsyncClient()
-        async_to_sync(client.aforce_login)(user)
+        client.force_login(user)  # aforce_login is Django 5.0+
         return async_to_sync(client.get)(f"/async/owned/{widget.pk}/")
 
     assert as_user(owner).json() == {"name": "mine"}

@@ -226,6 +226,7 @@ def test_a_short_seeded_fault_schedule_under_load(topology: str, request, capsys
 
 
 @pytest.mark.slow
+@pytest.mark.stack_independent  # the checker's eyes: writes that bypass invalidation are stale
 def test_the_run_reports_stale_reads_when_writes_bypass_invalidation() -> None:
     """The whole pipeline can see a stale read: writes straight to the database are one."""
     from loadtests import chaos

@@ -108,6 +108,25 @@ def _role(node: servers.RedisProcess) -> str:
     return role.decode() if isinstance(role, bytes) else role
 
 
+def _until_replicated(master: servers.RedisProcess, seconds: float = 30) -> None:
+    """Wait (bounded) until a replica acknowledged every write ``master`` took.
+
+    ``WAIT`` blocks in the server for up to its own timeout (a replica that is
+    still syncing acknowledges nothing), so the socket's timeout is longer than
+    that; and a timed-out ``WAIT`` is not retried: redis-py 6+ retries a command
+    after a socket timeout by default, 5.x does not.
+    """
+    client = master.client(socket_timeout=3)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if client.execute_command("WAIT", 1, 1000) >= 1:
+                return
+    finally:
+        client.close()
+    pytest.fail(f"no replica of {master.port} caught up within {seconds} s")
+
+
 def test_cluster_failover_is_followed_without_a_restart(cluster_with_replicas):
     cluster = cluster_with_replicas
     settings = {
@@ -128,9 +147,7 @@ def test_cluster_failover_is_followed_without_a_restart(cluster_with_replicas):
         assert _role(victim) == "master"
         for node in cluster.nodes:
             if _role(node) == "master":
-                client = node.client(socket_timeout=2)
-                client.execute_command("WAIT", 1, 5000)
-                client.close()
+                _until_replicated(node)
 
         _kill(victim)
         decision, failures = _until_working(

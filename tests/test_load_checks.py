@@ -317,6 +317,7 @@ class Tiny(User):
 
 
 @pytest.mark.slow
+@pytest.mark.stack_independent  # Locust's own behaviour: not on the toolkit's stack
 @pytest.mark.parametrize("raise_in_task", [False, True])
 def test_locust_exits_non_zero_on_a_task_exception(tmp_path, raise_in_task):
     """The premise of reading Locust's exit code: an exception in a task makes it exit 1."""

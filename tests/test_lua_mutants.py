@@ -22,6 +22,7 @@ def test_every_mutation_still_applies_to_its_script():
 
 
 @pytest.mark.slow
+@pytest.mark.stack_independent  # judges the tests, not the stack; the unmutated tests run there
 def test_lua_mutants_are_all_killed():
     args = [sys.executable, "-m", "tests.lua_mutants"]
     result = subprocess.run(

@@ -21,10 +21,19 @@ from typing import Any
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import Count, QuerySet, Subquery, Value
+from django.utils.translation import gettext_lazy as _
 from rest_framework.pagination import PageNumberPagination
 
 #: SQL offsets and limits are signed 64-bit integers.
 _MAX_OFFSET = 2**63 - 1
+
+#: Django < 5.0's ``Paginator`` has no ``error_messages`` (its texts are inline); these are
+#: the same texts, so a page answers alike on every supported Django.
+_DJANGO_4_MESSAGES = {
+    "invalid_page": _("That page number is not an integer"),
+    "min_page": _("That page number is less than 1"),
+    "no_results": _("That page contains no results"),
+}
 
 
 class SnapshotPaginator(Paginator):
@@ -52,21 +61,26 @@ class SnapshotPaginator(Paginator):
         bottom = (number - 1) * self.per_page
         if bottom + self.per_page + self.orphans >= _MAX_OFFSET:
             # No table holds 2**63 rows, and the database could not take the OFFSET.
-            raise EmptyPage(self.error_messages["no_results"])
+            raise EmptyPage(self._message("no_results"))
         # Up to ``orphans`` extra rows: the last page takes them rather than leave them alone.
         counted = queryset.order_by().values(_one=Value(1)).annotate(_n=Count("pk")).values("_n")
         page = queryset.annotate(**{self.total_attribute: Subquery(counted)})
         rows = list(page[bottom : bottom + self.per_page + self.orphans])
         if not rows and (number > 1 or not self.allow_empty_first_page):
-            raise EmptyPage(self.error_messages["no_results"])
+            raise EmptyPage(self._message("no_results"))
         total = getattr(rows[0], self.total_attribute) if rows else 0
         self.__dict__["count"] = total  # cached_property: the count of this snapshot
         self.__dict__.pop("num_pages", None)  # computed from the count (e.g. for ?page=last)
         if number > self.num_pages:
-            raise EmptyPage(self.error_messages["no_results"])
+            raise EmptyPage(self._message("no_results"))
         if bottom + self.per_page + self.orphans < total:
             rows = rows[: self.per_page]  # not the last page: the extra rows belong to the next
         return self._get_page(rows, number, self)
+
+    def _message(self, key: str) -> str:
+        """Django's text for ``key``: ``error_messages`` on 5.0+, the same fixed texts on 4.2."""
+        messages = getattr(self, "error_messages", _DJANGO_4_MESSAGES)
+        return str(messages[key])
 
     def _whole_number(self, number: Any) -> int:
         """``number`` as an ``int`` of at least 1 (``validate_number`` without the count)."""
@@ -75,9 +89,9 @@ class SnapshotPaginator(Paginator):
                 raise ValueError
             number = int(number)
         except (TypeError, ValueError):
-            raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
+            raise PageNotAnInteger(self._message("invalid_page")) from None
         if number < 1:
-            raise EmptyPage(self.error_messages["min_page"])
+            raise EmptyPage(self._message("min_page"))
         return number
 
 
