@@ -8,9 +8,10 @@ bounded LRU (``LOCAL_CACHE_MAX_BYTES``), and a tracking connection per Redis nod
 * every tracking connection of the process healthy, and *drained first*: each
   invalidation already in the process's sockets is applied before looking, so a
   write whose message reached this process is never missed;
-* a heartbeat answered within ``LOCAL_CACHE_HEARTBEAT + SOCKET_TIMEOUT``: a
-  silently lagging link stops local hits within that bound, and a ``PING``
-  unanswered for ``SOCKET_TIMEOUT`` drops everything;
+* a heartbeat: every node answered a ``PING`` sent less than
+  ``LOCAL_CACHE_HEARTBEAT`` ago (one is sent once the last is half that old), so
+  a frozen, cut-off or silently lagging link stops local hits within that bound;
+  a ``PING`` unanswered for ``SOCKET_TIMEOUT`` drops everything;
 * the generation held for the namespace is the one the entry was stored under,
   and the entry has not reached the expiry Redis gave it.
 
@@ -197,8 +198,9 @@ class LocalCache:
         return True
 
     def _proven(self, now: float) -> bool:
-        """Whether every node proved recently enough that nothing it pushed is still on the way."""
-        oldest = now - toolkit_settings.LOCAL_CACHE_HEARTBEAT - toolkit_settings.SOCKET_TIMEOUT
+        """Whether every node proved, less than a heartbeat ago, that nothing it pushed
+        before then is still on the way (a frozen or cut-off node stops local hits)."""
+        oldest = now - toolkit_settings.LOCAL_CACHE_HEARTBEAT
         return all(tracker.last_proof >= oldest for tracker in self._trackers)
 
     # -- lookups -----------------------------------------------------------------
