@@ -239,7 +239,13 @@ class LocalCache:
             return (copy.gen, copy.raw or b"", copy.state), ticket
 
     def put(
-        self, ticket: Ticket, gen_key: str, entry_key: str, gen: int, raw: bytes, state: int,
+        self,
+        ticket: Ticket,
+        gen_key: str,
+        entry_key: str,
+        gen: int,
+        raw: bytes,
+        state: int,
         pttl: int,
     ) -> None:
         """Keep what a Redis lookup answered, unless an invalidation overtook it."""
@@ -365,7 +371,9 @@ class Put:
         local_cache.put(*self.args)
 
 
-def lookup(keys: list[str], token: str, lock_ms: int, factor: float) -> Flow[tuple[int, bytes, int]]:
+def lookup(
+    keys: list[str], token: str, lock_ms: int, factor: float
+) -> Flow[tuple[int, bytes, int]]:
     """``cache_get.lua``'s answer, from process memory when it can be trusted.
 
     Redis is asked for the whole entry (no ETag offer: the copy must be complete)

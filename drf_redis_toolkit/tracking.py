@@ -22,13 +22,18 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit.connection import CONNECTION_ERRORS, is_cluster
+from drf_redis_toolkit.connection import is_cluster
 
 #: ``on_invalidate(keys)``: the names Redis pushed, or ``None`` for "every key".
 Listener = Callable[[list[bytes] | None], None]
+
+
+#: What a broken or refused tracking connection raises.
+_LINK_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 
 class TrackingLost(Exception):
@@ -67,7 +72,7 @@ def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
             f"{type(client).__name__} with {type(pool).__name__}: only a plain redis.Redis "
             "(REDIS_URL, CONNECTION_FACTORY, DJANGO_CACHE_ALIAS) or CLUSTER can be tracked"
         )
-    return [(connection_class, dict(pool.connection_kwargs))]
+    return [(connection_class, dict(pool.connection_kwargs))]  # type: ignore[union-attr]
 
 
 class TrackingUnsupported(Exception):
@@ -110,7 +115,7 @@ class NodeTracker:
                 raise TrackingLost(f"PING unanswered for {now - self.ping_sent:.3f}s")
         except TrackingLost:
             raise
-        except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+        except _LINK_ERRORS as exc:
             raise TrackingLost(f"{type(exc).__name__}: {exc}") from exc
         return read
 
@@ -149,7 +154,7 @@ def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list
                 args += ["PREFIX", prefix]
             connection.send_command(*args)
             connection.read_response()
-    except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+    except _LINK_ERRORS as exc:
         for tracker in trackers:
             tracker.close()
         raise TrackingLost(f"{type(exc).__name__}: {exc}") from exc
