@@ -544,3 +544,31 @@ def test_local_cache_settings_are_validated():
         with override_settings(DRF_REDIS_TOOLKIT={key: value}):
             with pytest.raises(ImproperlyConfigured, match=key):
                 toolkit_settings.check()
+
+
+# -- the async shell ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_views_are_served_locally_and_see_invalidations(lc_backend, settings):
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from tests.caching_views import CALLS
+
+    settings.ROOT_URLCONF = "tests.async_views"
+    CALLS.clear()
+
+    def fetch() -> Any:
+        return async_to_sync(AsyncClient().get)("/async/counted/")
+
+    fetch()
+    deadline = time.monotonic() + 10
+    hits = stats()["hits"]
+    while stats()["hits"] == hits:  # tracking connects in a worker thread, off the loop
+        assert time.monotonic() < deadline, stats()
+        assert fetch()["X-Cache"] == "HIT"
+    assert CALLS["async-counted"] == 1
+    bump_elsewhere(lc_backend, "async-counted")
+    response = fetch()
+    assert response["X-Cache"] == "MISS" and CALLS["async-counted"] == 2
