@@ -120,7 +120,7 @@ class LocalCache:
 
     def forget(self, *keys: str) -> None:
         """Apply this process's own write to ``keys`` at once (its push follows anyway)."""
-        if keys:
+        if keys and self._healthy:  # untracked: nothing held, nothing may be stored
             with self._lock:
                 self._on_invalidate([key.encode() for key in keys])
 

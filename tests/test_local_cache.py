@@ -572,3 +572,48 @@ def test_async_views_are_served_locally_and_see_invalidations(lc_backend, settin
     bump_elsewhere(lc_backend, "async-counted")
     response = fetch()
     assert response["X-Cache"] == "MISS" and CALLS["async-counted"] == 2
+
+
+# -- fork: per process -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_forked_worker_starts_empty_and_leaves_the_parents_tracking_alone(lc_backend):
+    import gc
+    import os
+
+    VALUE["lc"] = 1
+    get()
+    served_locally()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of the parent's, and dropping it must not close it
+        try:
+            ok = not local_cache._trackers and local_cache.held_bytes() == 0
+            ok = ok and not local_cache._healthy and stats()["hits"] == 0
+            gc.collect()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    served_locally()  # the parent's tracking survived the child
+    VALUE["lc"] = 2
+    bump_elsewhere(lc_backend, "lc")
+    assert body(get())["value"] == 2
+    assert stats()["drops"] == 0
+
+
+@pytest.mark.django_db
+def test_own_invalidations_are_forgotten_before_any_message_is_read(lc_backend):
+    """Rule 5: across a network the push may come late; this process's own write does not wait."""
+    VALUE["lc"] = 1
+    get()
+    served_locally()
+    gen_key = keyspace.generation_key("lc")
+    assert gen_key in local_cache._copies
+    invalidate_namespace("lc")  # nothing drained since: only forget() can have acted
+    assert gen_key not in local_cache._copies
+    get()
+    entry_key = next(k for k in local_cache._copies if k.startswith("drt:c:"))
+    served_locally()
+    invalidate_key("lc", repr(("http", "testserver", "/v", "", "")))
+    assert entry_key not in local_cache._copies
