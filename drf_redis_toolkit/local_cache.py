@@ -267,10 +267,13 @@ class LocalCache:
                 return
             seq = ticket.seq
             invalidated = self._invalidated
+            held = self._copies.get(gen_key)
             if (
                 seq < self._floor
                 or invalidated.get(gen_key, 0) > seq
                 or invalidated.get(entry_key, 0) > seq
+                # Generations only grow: a later lookup already saw a newer one.
+                or (held is not None and held.gen > gen)
             ):
                 self.counts["refused"] += 1
                 return

@@ -617,3 +617,20 @@ def test_own_invalidations_are_forgotten_before_any_message_is_read(lc_backend):
     served_locally()
     invalidate_key("lc", repr(("http", "testserver", "/v", "", "")))
     assert entry_key not in local_cache._copies
+
+
+@pytest.mark.django_db
+def test_an_older_generation_never_replaces_a_newer_one(lc_backend):
+    """Two lookups in flight: the one that read the newer generation stored first."""
+    get()
+    served_locally()  # tracking up
+    gen_key, entry_key, _ = keyspace.cache_keys("race", "m")
+    _, older = local_cache.get(gen_key, entry_key, 0)
+    _, newer = local_cache.get(gen_key, entry_key, 0)
+    assert older is not None and newer is not None
+    local_cache.put(newer, gen_key, entry_key, 20, b"20 1 e\n{}\nnew", 0, -1)
+    refused = stats()["refused"]
+    local_cache.put(older, gen_key, entry_key, 10, b"10 1 e\n{}\nold", 0, -1)
+    assert stats()["refused"] == refused + 1
+    (gen, raw, _), _ = local_cache.get(gen_key, entry_key, 0)
+    assert (gen, raw) == (20, b"20 1 e\n{}\nnew")
