@@ -36,9 +36,9 @@ from typing import Any
 
 import redis
 
-from drf_redis_toolkit import tracking
+from drf_redis_toolkit import signals, tracking
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
-from drf_redis_toolkit.connection import get_client
+from drf_redis_toolkit.connection import get_breaker, get_client
 from drf_redis_toolkit.drivers import Flow, Script
 from drf_redis_toolkit.exceptions import RedisUnavailable
 
@@ -140,8 +140,8 @@ class LocalCache:
             return
         try:
             now = time.monotonic()
-            if self._healthy or now < self._retry_at:
-                return
+            if self._healthy or now < self._retry_at or get_breaker().is_tripped:
+                return  # tripped: this process's own calls to Redis fail; stay on its path
             self._retry_at = now + toolkit_settings.LOCAL_CACHE_HEARTBEAT
             try:
                 trackers = tracking.connect(
@@ -167,6 +167,12 @@ class LocalCache:
                 self.counts["connects"] += 1
         finally:
             self._connect_lock.release()
+
+    def drop(self, why: object) -> None:
+        """Forget every copy and close tracking now (e.g. this process lost Redis)."""
+        with self._lock:
+            if self._healthy:
+                self._drop(why)
 
     def _drop(self, why: object) -> None:
         """Stop serving locally at once: a link failed or lags (called with the lock held)."""
@@ -319,6 +325,14 @@ class LocalCache:
 
 local_cache = LocalCache()
 os.register_at_fork(after_in_child=local_cache._after_fork_in_child)
+
+
+def _on_breaker(sender: Any, old: str, new: str, **kwargs: Any) -> None:
+    if new == signals.OPEN:
+        local_cache.drop("this process could not reach Redis (circuit breaker open)")
+
+
+signals.breaker_state_changed.connect(_on_breaker, dispatch_uid="drf_redis_toolkit.local_cache")
 
 
 def _on_settings_change(changed: set[str]) -> None:

@@ -634,3 +634,26 @@ def test_an_older_generation_never_replaces_a_newer_one(lc_backend):
     assert stats()["refused"] == refused + 1
     (gen, raw, _), _ = local_cache.get(gen_key, entry_key, 0)
     assert (gen, raw) == (20, b"20 1 e\n{}\nnew")
+
+
+@pytest.mark.django_db
+def test_an_open_breaker_drops_every_copy_until_redis_answers_again(lc_backend):
+    """Its own calls failing, a process does not trust its copies (others' invalidations
+    may be waiting on a link about to be found broken)."""
+    from drf_redis_toolkit.connection import get_breaker
+
+    with override_settings(
+        DRF_REDIS_TOOLKIT=tracked(
+            lc_backend, LOCAL_CACHE_HEARTBEAT=0.05, CIRCUIT_BREAKER_COOLDOWN=0.1
+        )
+    ):
+        VALUE["lc"] = 1
+        get()
+        served_locally()
+        drops = stats()["drops"]
+        get_breaker().record_failure()
+        assert stats()["drops"] == drops + 1 and local_cache.held_bytes() == 0
+        hits = stats()["hits"]
+        get()  # skipped by the breaker: the view answers, nothing local
+        assert stats()["hits"] == hits
+        served_locally()  # the probe closed the breaker; tracking came back
