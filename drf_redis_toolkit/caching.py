@@ -1185,7 +1185,7 @@ def invalidate_key(
     entry_key = keyspace.cache_entry_key(namespace, material)
     with guarded() as client:
         deleted = client.delete(entry_key)
-    local_cache.local_cache.forget(entry_key)
+    local_cache.forget(entry_key)
     return bool(deleted)
 
 
@@ -1254,5 +1254,5 @@ def invalidate_view(
         return False
     with guarded() as client:
         deleted = client.delete(plan.entry_key)
-    local_cache.local_cache.forget(plan.entry_key)
+    local_cache.forget(plan.entry_key)
     return bool(deleted)

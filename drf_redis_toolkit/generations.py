@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.connection import guarded, is_cluster
-from drf_redis_toolkit.local_cache import local_cache
+from drf_redis_toolkit.local_cache import forget
 from drf_redis_toolkit.scripts import get_script
 
 
@@ -49,5 +49,5 @@ def bump_generations(*namespaces: str) -> dict[str, int]:
     """
     bumped = _run("generation_bump", namespaces)
     # With LOCAL_CACHE, this process sees its own bump at once (its push follows).
-    local_cache.forget(*(keyspace.generation_key(name) for name in bumped))
+    forget(*(keyspace.generation_key(name) for name in bumped))
     return bumped

@@ -19,8 +19,9 @@ A copy is stored only if neither its generation key nor its entry key was
 invalidated between the start of the lookup that read it and the store (a
 sequence number taken before the lookup), so an invalidation that overtakes a
 read can never leave the old answer behind. A tracking connection that fails or
-lags drops every copy at once; requests then go to Redis (the ordinary path)
-until tracking is re-established (at most once per heartbeat interval).
+lags, or this process's circuit breaker opening, drops every copy at once;
+requests then go to Redis (the ordinary path) until tracking is re-established
+(at most once per heartbeat interval).
 """
 
 from __future__ import annotations
@@ -341,6 +342,11 @@ def _on_settings_change(changed: set[str]) -> None:
 
 
 toolkit_settings.on_change(_on_settings_change)
+
+
+def forget(*keys: str) -> None:
+    """This process wrote ``keys`` (a bump, a ``DEL``): drop its copies of them now."""
+    local_cache.forget(*keys)
 
 
 def stats() -> dict[str, int]:
