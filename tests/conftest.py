@@ -78,6 +78,14 @@ def redis_cluster() -> Iterator[servers.RedisCluster]:
     yield from _until_the_end(lambda: servers.start_cluster(masters=3))
 
 
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[servers.RedisCluster]:
+    """A real cluster of 3 masters with a replica each, for one test (fail-overs)."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    yield from _until_the_end(lambda: servers.start_cluster(masters=3, replicas=1))
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[servers.PostgresProcess]:
     """A throwaway PostgreSQL cluster for the whole session (``initdb`` in a temporary dir)."""
