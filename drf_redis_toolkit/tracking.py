@@ -40,13 +40,6 @@ class TrackingLost(Exception):
     """A tracking connection failed, closed or lags: its node's messages may be lost."""
 
 
-def supported() -> bool:
-    """Whether this redis-py can hand RESP3 invalidation pushes to a handler."""
-    from redis._parsers import _RESP3Parser
-
-    return hasattr(_RESP3Parser, "set_invalidation_push_handler")
-
-
 def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
     """``(connection class, connection kwargs)`` of every node holding cache keys.
 
