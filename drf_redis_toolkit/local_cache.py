@@ -159,6 +159,9 @@ class LocalCache:
             except (tracking.TrackingLost, RedisUnavailable, redis.RedisError, OSError) as exc:
                 logger.debug("drf_redis_toolkit: local cache tracking not up: %s", exc)
                 return
+            except Exception:  # a cache must never fail a request: log it, serve via Redis
+                logger.exception("drf_redis_toolkit: LOCAL_CACHE could not open tracking")
+                return
             with self._lock:
                 self._trackers = trackers
                 self._healthy = True

@@ -639,3 +639,16 @@ def test_an_open_breaker_drops_every_copy_until_redis_answers_again(lc_backend):
         get()  # skipped by the breaker: the view answers, nothing local
         assert stats()["hits"] == hits
         served_locally()  # the probe closed the breaker; tracking came back
+
+
+@pytest.mark.django_db
+def test_tracking_that_cannot_open_never_fails_a_request(lc_backend, monkeypatch, caplog):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(local_module.tracking, "connect", broken)
+    VALUE["lc"] = 1
+    assert get()["X-Cache"] == "MISS"
+    assert get()["X-Cache"] == "HIT"  # from Redis
+    assert stats()["hits"] == 0 and stats()["connects"] == 0
+    assert "could not open tracking" in caplog.text
