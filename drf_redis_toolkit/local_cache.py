@@ -93,6 +93,10 @@ class LocalCache:
         self._seq = 0
         self._floor = 0
         self._invalidated: dict[str, int] = {}
+        #: A cluster's masters when tracking opened (``None``: standalone), and when
+        #: the client's slot map was last compared with them.
+        self._topology: frozenset[tuple[str, int]] | None = None
+        self._topology_checked = 0.0
         self.counts = dict.fromkeys(
             ("hits", "misses", "stores", "refused", "drains", "drops", "connects"), 0
         )
@@ -145,8 +149,10 @@ class LocalCache:
                 return  # tripped: this process's own calls to Redis fail; stay on its path
             self._retry_at = now + toolkit_settings.LOCAL_CACHE_HEARTBEAT
             try:
+                client = get_client()
+                topology = tracking.masters(client)
                 trackers = tracking.connect(
-                    get_client(), self._on_invalidate, toolkit_settings.SOCKET_TIMEOUT
+                    client, self._on_invalidate, toolkit_settings.SOCKET_TIMEOUT
                 )
             except tracking.TrackingUnsupported as exc:
                 self._retry_at = math.inf
@@ -164,6 +170,7 @@ class LocalCache:
                 return
             with self._lock:
                 self._trackers = trackers
+                self._topology, self._topology_checked = topology, now
                 self._healthy = True
                 self._clear_copies()
                 self._floor = self._seq + 1  # lookups begun untracked store nothing
@@ -199,11 +206,33 @@ class LocalCache:
         heartbeat = toolkit_settings.LOCAL_CACHE_HEARTBEAT
         patience = toolkit_settings.SOCKET_TIMEOUT
         self.counts["drains"] += 1
+        if self._topology is not None and not self._same_masters(heartbeat):
+            return False
         try:
             for tracker in self._trackers:
                 tracker.drain(heartbeat, patience)
         except tracking.TrackingLost as exc:
             self._drop(exc)
+            return False
+        return True
+
+    def _same_masters(self, heartbeat: float) -> bool:
+        """Every half heartbeat, whether the cluster client still knows the masters tracked.
+
+        A master added to the cluster (and given slots) sends no message to a process
+        not tracking it: once the client has learnt of it (a ``MOVED``), rebuild.
+        """
+        now = time.monotonic()
+        if now - self._topology_checked < heartbeat / 2:
+            return True
+        self._topology_checked = now
+        try:
+            current = tracking.masters(get_client())
+        except RedisUnavailable as exc:
+            self._drop(exc)
+            return False
+        if current != self._topology:
+            self._drop(f"cluster masters changed: {sorted(current or ())}")
             return False
         return True
 

@@ -40,6 +40,14 @@ class TrackingLost(Exception):
     """A tracking connection failed, closed or lags: its node's messages may be lost."""
 
 
+def masters(client: Any) -> frozenset[tuple[str, int]] | None:
+    """``(host, port)`` of every master in a cluster client's current slot map (no I/O);
+    ``None`` for a standalone client. Tracking must cover each of them."""
+    if not is_cluster(client):
+        return None
+    return frozenset((node.host, int(node.port)) for node in client.get_primaries())
+
+
 def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
     """``(connection class, connection kwargs)`` of every node holding cache keys.
 

@@ -652,3 +652,26 @@ def test_tracking_that_cannot_open_never_fails_a_request(lc_backend, monkeypatch
     assert get()["X-Cache"] == "HIT"  # from Redis
     assert stats()["hits"] == 0 and stats()["connects"] == 0
     assert "could not open tracking" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_master_the_cluster_client_learns_of_rebuilds_tracking(lc_backend, monkeypatch):
+    """A new master sends nothing to a process not tracking it: once the client knows
+    it (its slot map changed), every copy is dropped and tracking covers it."""
+    if lc_backend.name != "cluster":
+        pytest.skip("cluster only")
+    from drf_redis_toolkit import tracking
+
+    with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.05)):
+        get()
+        served_locally()
+        real_masters = tracking.masters
+        monkeypatch.setattr(
+            tracking, "masters", lambda client: real_masters(client) | {("127.0.0.1", 1)}
+        )
+        deadline = time.monotonic() + 10
+        while stats()["drops"] == 0:
+            assert time.monotonic() < deadline, stats()
+            get()
+            time.sleep(0.01)
+        assert local_cache.held_bytes() == 0
