@@ -200,8 +200,14 @@ def invalidated_each_round(invalidate: Any, rounds: int = 5) -> None:
 
 
 @pytest.mark.django_db
-def test_an_invalidation_from_another_client_is_applied_by_the_very_next_read(lc_backend):
-    invalidated_each_round(lambda: bump_elsewhere(lc_backend, "lc"))
+def test_an_invalidation_pending_in_the_socket_is_applied_by_the_very_next_read(lc_backend):
+    """Rule 1: another client's write; its message is in this process's socket, unread."""
+
+    def bump() -> None:
+        bump_elsewhere(lc_backend, "lc")
+        wait_for_push()  # delivered to the process; nothing has read it
+
+    invalidated_each_round(bump)
 
 
 @pytest.mark.django_db
@@ -209,16 +215,27 @@ def test_an_entry_deleted_by_another_client_is_not_served_locally(lc_backend):
     def delete_elsewhere() -> None:
         (entry,) = lc_backend.raw.scan_iter(match="drt:c:{lc}:*")
         assert lc_backend.raw.delete(entry) == 1
+        wait_for_push()
 
     invalidated_each_round(delete_elsewhere)
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("own_forget", [True, False], ids=["forget", "push-only"])
-def test_this_process_reads_its_own_invalidation_at_once(lc_backend, monkeypatch, own_forget):
-    if not own_forget:  # prove the push alone does it (BCAST without NOLOOP)
-        monkeypatch.setattr(local_cache, "forget", lambda *keys: None)
+def test_this_process_reads_its_own_invalidation_at_once(lc_backend):
+    """Rule 5: acknowledged means forgotten here, whenever the message arrives."""
     invalidated_each_round(lambda: invalidate_namespace("lc"))
+
+
+@pytest.mark.django_db
+def test_the_message_of_this_process_own_write_also_invalidates(lc_backend, monkeypatch):
+    """BCAST without NOLOOP: a process is told of its own writes too (rule 5 switched off)."""
+    monkeypatch.setattr(local_cache, "forget", lambda *keys: None)
+
+    def bump() -> None:
+        invalidate_namespace("lc")
+        wait_for_push()
+
+    invalidated_each_round(bump)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -233,7 +250,7 @@ def test_a_write_acknowledged_in_another_thread_is_seen_by_the_next_read(lc_back
             for round_ in range(1, rounds + 1):
                 barrier.wait()  # the reader holds a local copy
                 VALUE["lc"] = round_ * 10
-                bump_elsewhere(lc_backend, "lc")
+                invalidate_namespace("lc")  # through this process's toolkit
                 barrier.wait()  # acknowledged
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
