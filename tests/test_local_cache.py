@@ -346,6 +346,7 @@ def own_server():
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_lagging_tracking_connection_is_dropped(own_server):
     settings = {
@@ -462,6 +463,7 @@ def test_cluster_tracks_every_master(lc_backend):
         assert response["X-Cache"] == "MISS" and body(response)["value"] == 2, name
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_cluster_failover_drops_everything_and_tracking_follows(cluster_with_replicas):
     from redis.cluster import RedisCluster
