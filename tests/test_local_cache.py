@@ -700,3 +700,30 @@ def test_a_master_the_cluster_client_learns_of_rebuilds_tracking(lc_backend, mon
             get()
             time.sleep(0.01)
         assert local_cache.held_bytes() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_restarted_server_drops_every_copy_and_tracking_comes_back(own_server):
+    settings = {
+        "REDIS_URL": own_server.url,
+        "LOCAL_CACHE": True,
+        "LOCAL_CACHE_HEARTBEAT": 0.05,
+        "CIRCUIT_BREAKER_COOLDOWN": 0.1,
+    }
+    VALUE["lc"] = 1
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        local_module.reset_stats()
+        get()
+        served_locally()
+        own_server.restart()  # empty: every entry and generation is gone
+        VALUE["lc"] = 2
+        response = get()
+        assert body(response)["value"] == 2 and response["X-Cache"] == "MISS"
+        assert stats()["drops"] == 1 and local_cache.held_bytes() == 0
+        deadline = time.monotonic() + 20
+        while stats()["connects"] < 2:  # the breaker closes, tracking re-opens
+            get()
+            assert time.monotonic() < deadline, stats()
+            time.sleep(0.02)
+        assert body(served_locally())["value"] == 2
