@@ -213,11 +213,10 @@ def post_worker_init(worker):  # in each worker: log every Redis error as it hap
 
 
 def worker_exit(server, worker):  # runs in the worker process, as it exits
-    from drf_redis_toolkit import connection, local_cache
+    from drf_redis_toolkit import connection
 
-    local = {{"local_" + name: count for name, count in local_cache.stats().items()}}
     with open(os.path.join({stats_dir!r}, f"{{os.getpid()}}.json"), "w") as out:
-        json.dump({{**connection.stats(), **local}}, out)
+        json.dump(connection.stats(), out)
 """
 
 
