@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # the cache_bench_app Django app
 PRODUCTS = 100
 
 
-def configure(url: str) -> None:
+def configure(url: str, local_cache: bool = False) -> None:
     import django
     from django.conf import settings
 
@@ -71,7 +71,7 @@ def configure(url: str) -> None:
         ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
         CACHES={"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}},
-        DRF_REDIS_TOOLKIT={"REDIS_URL": url, "SOCKET_TIMEOUT": 5.0},
+        DRF_REDIS_TOOLKIT={"REDIS_URL": url, "SOCKET_TIMEOUT": 5.0, "LOCAL_CACHE": local_cache},
         REST_FRAMEWORK={"DEFAULT_THROTTLE_CLASSES": []},
         REST_FRAMEWORK_EXTENSIONS={"DEFAULT_CACHE_RESPONSE_TIMEOUT": 300},
         USE_TZ=True,
@@ -209,13 +209,17 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPU 0")
     parser.add_argument("--samples", type=int, default=2000, help="timed requests per path")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests per path")
+    parser.add_argument(
+        "--local-cache", action="store_true", help="LOCAL_CACHE on (hits from process memory)"
+    )
     args = parser.parse_args()
 
     pinned = not args.no_pin
     with benchmark_redis(pinned) as server:
-        configure(server.url)
+        configure(server.url, args.local_cache)
         raw = server.client()
         print(f"# Response-caching benchmark ({'pinned to CPU 0' if pinned else 'unpinned'})\n")
+        print(f"LOCAL_CACHE: {args.local_cache}\n")
         print(f"machine: {machine()}\n")
 
         from django.test import Client

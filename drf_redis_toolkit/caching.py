@@ -60,7 +60,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import ViewSetMixin
 
 from drf_redis_toolkit import keys as keyspace
-from drf_redis_toolkit import signals
+from drf_redis_toolkit import local_cache, signals
 from drf_redis_toolkit.cache_entries import (
     Entry,
     encode_entry,
@@ -564,7 +564,9 @@ def _lookup(
     plan: _Plan, token: str, factor: float, offer: str = ""
 ) -> Flow[tuple[int, bytes, int]]:
     """One round trip: the generation, the entry (or just its head, if ``offer`` is its
-    ETag) and, on a miss, the single-flight lock."""
+    ETag) and, on a miss, the single-flight lock. With ``LOCAL_CACHE``, maybe none."""
+    if toolkit_settings.LOCAL_CACHE:
+        return (yield from local_cache.lookup(plan.keys, token, plan.lock_ms, factor))
     gen, raw, state, _pttl = yield Script(
         "cache_get", plan.keys, [token, plan.lock_ms, factor, offer]
     )
@@ -1271,8 +1273,10 @@ def invalidate_key(
     material = _material(
         media_type, format, language, user_part, key, _url_arguments(url_args, url_kwargs)
     )
+    entry_key = keyspace.cache_entry_key(namespace, material)
     with guarded() as client:
-        deleted = client.delete(keyspace.cache_entry_key(namespace, material))
+        deleted = client.delete(entry_key)
+    local_cache.forget(entry_key)
     return bool(deleted)
 
 
@@ -1341,4 +1345,5 @@ def invalidate_view(
         return False
     with guarded() as client:
         deleted = client.delete(plan.entry_key)
+    local_cache.forget(plan.entry_key)
     return bool(deleted)

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "IPV6_PREFIX_LENGTH": 64,
     "INVALIDATION": {},
     "METRICS": False,
+    "LOCAL_CACHE": False,
+    "LOCAL_CACHE_MAX_BYTES": 32 * 1024 * 1024,
+    "LOCAL_CACHE_HEARTBEAT": 1.0,
 }
 
 #: Settings whose change means the Redis connection must be rebuilt.
@@ -220,6 +223,21 @@ def _validate_metrics(key: str, value: Any) -> bool:
     return value
 
 
+def _validate_local_cache(key: str, value: Any) -> bool:
+    if _validate_bool(key, value):
+        from redis._parsers import _RESP3Parser
+
+        if not hasattr(_RESP3Parser, "set_invalidation_push_handler"):
+            raise _bad(key, value, "this redis-py cannot deliver RESP3 invalidation messages")
+    return value
+
+
+def _validate_positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(key, value, "expected a positive whole number of bytes")
+    return value
+
+
 #: The Django cache backends whose Redis connection the toolkit can reuse.
 REUSABLE_CACHE_BACKENDS = (
     "django.core.cache.backends.redis.RedisCache",
@@ -265,6 +283,9 @@ VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "IPV6_PREFIX_LENGTH": _validate_ipv6_prefix,
     "INVALIDATION": _validate_invalidation,
     "METRICS": _validate_metrics,
+    "LOCAL_CACHE": _validate_local_cache,
+    "LOCAL_CACHE_MAX_BYTES": _validate_positive_int,
+    "LOCAL_CACHE_HEARTBEAT": lambda k, v: _number(k, v),
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.connection import guarded, is_cluster
+from drf_redis_toolkit.local_cache import forget
 from drf_redis_toolkit.scripts import get_script
 
 
@@ -46,4 +47,7 @@ def bump_generations(*namespaces: str) -> dict[str, int]:
     Raises ``RedisUnavailable`` if Redis cannot be reached: the caller decides
     what an invalidation that could not be delivered means.
     """
-    return _run("generation_bump", namespaces)
+    bumped = _run("generation_bump", namespaces)
+    # With LOCAL_CACHE, this process sees its own bump at once (its push follows).
+    forget(*(keyspace.generation_key(name) for name in bumped))
+    return bumped

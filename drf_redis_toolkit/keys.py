@@ -124,6 +124,14 @@ def _cache_bases(key_prefix: str, namespace: str) -> tuple[str, str, str]:
     return f"{key_prefix}:gen:{tag}", f"{key_prefix}:c:{tag}:", f"{key_prefix}:cl:{tag}:"
 
 
+def tracked_prefixes() -> tuple[str, str]:
+    """The prefixes of every generation and entry key (what ``LOCAL_CACHE`` subscribes to).
+
+    Lock keys (``:cl:``) are left out: ``:c:`` does not match them.
+    """
+    return f"{prefix()}:gen:", f"{prefix()}:c:"
+
+
 def cache_lock_key(entry_key: str) -> str:
     """The single-flight lock of one cached response (same slot as the entry)."""
     head = f"{prefix()}:c:"

@@ -30,6 +30,8 @@ REQUIRE_REDIS = os.environ.get("DRT_REQUIRE_REDIS") == "1"
 #: The database the session runs on: "sqlite" (tests/settings.py) or "postgres".
 DATABASE = os.environ.get("DRT_DATABASE", "sqlite")
 BACKENDS = ["fake", "real", "cluster"]
+#: ``DRT_LOCAL_CACHE=1``: the real backends run with ``LOCAL_CACHE`` on (docs/local-cache.md).
+LOCAL_CACHE = os.environ.get("DRT_LOCAL_CACHE") == "1"
 #: The toolkit's settings on the fake backend: a sync and an async fakeredis client.
 FAKE_SETTINGS = {
     "CONNECTION_FACTORY": "tests.servers.fake_redis",
@@ -78,6 +80,14 @@ def redis_cluster() -> Iterator[servers.RedisCluster | servers.SharedCluster]:
     if servers.redis_server_binary() is None:
         _unavailable("redis-server is not installed")
     yield from _until_the_end(lambda: servers.start_cluster(masters=3))
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[servers.RedisCluster]:
+    """A real cluster of 3 masters with a replica each, for one test (fail-overs)."""
+    if servers.redis_server_binary() is None:
+        _unavailable("redis-server is not installed")
+    yield from _until_the_end(lambda: servers.start_cluster(masters=3, replicas=1))
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +161,9 @@ class Backend:
 def toolkit_settings_for(name: str, request: pytest.FixtureRequest, **extra: Any) -> Backend:
     import redis
     from redis.cluster import RedisCluster
+
+    if LOCAL_CACHE and name != "fake":  # fakeredis cannot track
+        extra = {"LOCAL_CACHE": True, **extra}
 
     if name == "fake":
         servers.FAKE_SERVER.connected = True

@@ -72,6 +72,9 @@ def apply_shop_settings(settings: Any, backend: Any, **rates: str) -> None:
         **backend.settings,
         "KEY_PREFIX": "shop",
         "INVALIDATION": sample_settings.SHOP_INVALIDATION,
+        # DRT_LOCAL_CACHE=1 runs the sample's tests with it on (fakeredis cannot track).
+        "LOCAL_CACHE": getattr(backend, "is_real", True)
+        and sample_settings.DRF_REDIS_TOOLKIT["LOCAL_CACHE"],
     }
     invalidation._pending.clear()
 

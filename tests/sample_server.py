@@ -213,10 +213,11 @@ def post_worker_init(worker):  # in each worker: log every Redis error as it hap
 
 
 def worker_exit(server, worker):  # runs in the worker process, as it exits
-    from drf_redis_toolkit import connection
+    from drf_redis_toolkit import connection, local_cache
 
+    local = {{"local_" + name: count for name, count in local_cache.stats().items()}}
     with open(os.path.join({stats_dir!r}, f"{{os.getpid()}}.json"), "w") as out:
-        json.dump(connection.stats(), out)
+        json.dump({{**connection.stats(), **local}}, out)
 """
 
 

@@ -88,17 +88,6 @@ def test_sentinel_failover_is_followed(sentinel_setup):
     print(f"\nSentinel fail-over: {failures} calls refused while the replica was promoted")
 
 
-@pytest.fixture
-def cluster_with_replicas():
-    if servers.redis_server_binary() is None:
-        _unavailable("redis-server is not installed")
-    cluster = servers.start_cluster(masters=3, replicas=1)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _role(node: servers.RedisProcess) -> str:
     client = node.client(socket_timeout=1)
     try:

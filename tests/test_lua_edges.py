@@ -132,3 +132,28 @@ def test_cache_get_answers_a_known_etag_without_the_body(backend):
     assert (state, value) == (5, f"{gen} 3 etag-1\nmeta\n".encode())
     _, value, state = _cache_get(backend.raw, offer="etag-2")
     assert (state, value) == (0, stored.encode())
+
+
+def test_cache_get_tells_the_remaining_lifetime_when_asked(backend):
+    """``ARGV[5] = "1"`` (``LOCAL_CACHE``): the PTTL of a hit and of a vary record."""
+    from drf_redis_toolkit.scripts import get_script
+
+    gen, _, _ = _cache_get(backend.raw)
+    gen_key, entry, lock = _cache_keys()
+    backend.raw.delete(lock)
+    backend.raw.set(entry, f"{gen} 3 etag-1\nmeta\nbody", px=60_000)
+
+    def ask(flag):
+        return get_script("cache_get")(
+            keys=[gen_key, entry, lock], args=["me", 5000, "0", "", flag], client=backend.raw
+        )
+
+    _, _, state, pttl = ask("1")
+    assert state == 0 and 59_000 < pttl <= 60_000
+    assert ask("0")[3] == -1  # not asked: as before
+    backend.raw.persist(entry)
+    assert ask("1")[2:] == [0, -1]  # no expiry
+    backend.raw.set(entry, f"{gen} V abc accept-encoding\n", px=30_000)
+    _, _, state, pttl = ask("1")
+    assert state == 6 and 29_000 < pttl <= 30_000
+    assert ask("0")[2:] == [6, -1]

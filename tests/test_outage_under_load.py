@@ -226,8 +226,10 @@ def test_freeze_kill_restart_under_load(sample_server, capsys):
     failures = sum(s["failures"] for s in stats)
     skips = sum(s["skips"] for s in stats)
     bound = WORKERS * (2 * THREADS + int(outage / COOLDOWN) + 2)
+    local_hits = sum(s.get("local_hits", 0) for s in stats)  # DRT_LOCAL_CACHE=1
     with capsys.disabled():
         print("\nRedis outage under load (2 gunicorn workers x 4 threads, 4 clients):")
+        print(f"local hits (LOCAL_CACHE): {local_hits}")
         print("\n".join(report))
         print(
             f"outage {outage:.1f}s: {timeouts} socket timeouts, {failures} failures and "

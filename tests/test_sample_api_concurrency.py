@@ -362,3 +362,9 @@ def test_no_read_after_an_acknowledged_write_is_stale(real_shop):
     assert stats["reads"] >= READERS * READS_PER_READER, dict(stats)
     assert all(stats[f"writes_{m}"] for m in ("api", "save", "atomic", "update")), dict(stats)
     assert stats["hits"] > 0, "the cache was never exercised"
+    from drf_redis_toolkit.conf import toolkit_settings
+    from drf_redis_toolkit.local_cache import stats as local_stats
+
+    if toolkit_settings.LOCAL_CACHE:  # DRT_LOCAL_CACHE=1: some hits came from memory
+        print(f"local cache: {local_stats()}")
+        assert local_stats()["hits"] > 0, "LOCAL_CACHE is on, but no hit was local"

@@ -7,6 +7,8 @@
 -- ARGV[2] lock lifetime in milliseconds
 -- ARGV[3] early-refresh factor beta * -ln(rand) (XFetch); "0" turns early refresh off
 -- ARGV[4] an ETag the caller already holds the bytes of (or the client's If-None-Match); "" if none
+-- ARGV[5] (optional) "1": return the entry's PTTL on a hit (state 0) and with a vary record
+--         (state 6), for a copy kept in process memory (LOCAL_CACHE) that must not outlive it
 -- Returns {gen, entry, state, pttl}
 --   gen   the namespace's generation; a missing one is created exactly as
 --         generation_read.lua does (server clock in microseconds: never reused)
@@ -16,7 +18,8 @@
 --         uncacheable (run the view, do not wait); 4 hit, but the caller won the
 --         early refresh and holds the lock (recompute now); 5 hit, and its ETag is ARGV[4];
 --         6 the key holds a vary record (entry = the record): look up the variant it names
---   pttl  milliseconds the entry has left (only when ARGV[3] > 0), else -1
+--   pttl  milliseconds the entry has left (when ARGV[3] > 0, or ARGV[5] is "1" and the
+--         state is 0 or 6; -1 there means no expiry), else -1
 -- An entry is "<gen> <compute ms> <etag>\n<metadata>\n<body>", a vary record
 -- "<gen> V <epoch> <header,...>\n"; one stored under an older generation, or
 -- unreadable, is deleted here.
@@ -33,6 +36,9 @@ local entry = redis.call('GET', KEYS[2])
 if entry then
   local vg = string.match(entry, '^(%d+) V ')
   if vg and tonumber(vg) == g then
+    if ARGV[5] == '1' then
+      return {g, entry, 6, redis.call('PTTL', KEYS[2])}
+    end
     return {g, entry, 6, -1}
   end
   local eg, delta, etag = string.match(entry, '^(%d+) (%d+) ([^\n]*)\n')
@@ -45,6 +51,9 @@ if entry then
           and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
         return {g, '', 4, pttl}
       end
+    end
+    if ARGV[5] == '1' and pttl == -1 then
+      pttl = redis.call('PTTL', KEYS[2])
     end
     if ARGV[4] ~= '' and etag == ARGV[4] then
       local head = #eg + #delta + #etag + 3

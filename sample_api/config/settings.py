@@ -137,6 +137,8 @@ DRF_REDIS_TOOLKIT = {
     ],
     # Prometheus metrics at /metrics when prometheus-client is installed (extra "metrics").
     "METRICS": importlib.util.find_spec("prometheus_client") is not None,
+    # DRT_LOCAL_CACHE=1: cache hits from process memory (docs/local-cache.md). Off by default.
+    "LOCAL_CACHE": os.environ.get("DRT_LOCAL_CACHE") == "1",
 }
 
 REST_FRAMEWORK = {

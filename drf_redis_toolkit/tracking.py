@@ -1,0 +1,162 @@
+"""Redis's invalidation messages for the toolkit's cache keys, one connection per node.
+
+Server-assisted client-side caching (``CLIENT TRACKING ... BCAST``): each Redis
+node the cache lives on (one standalone server, or every master of a cluster)
+gets one dedicated RESP3 connection of this process, subscribed to every key
+under the toolkit's generation and entry prefixes. Whenever such a key is
+written, deleted, expires or is evicted, the node pushes its name down that
+connection; ``FLUSHALL``/``FLUSHDB`` push ``None`` ("everything").
+
+Nothing here blocks waiting: ``drain()`` reads only what already sits in the
+sockets. It also keeps each link honest with a heartbeat: a ``PING`` sent on the
+tracking connection and answered proves that every message the node pushed
+before it has arrived (a node sends in order on one connection). A ``PING``
+unanswered after ``SOCKET_TIMEOUT`` means the link lags: ``TrackingLost``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+
+from drf_redis_toolkit import keys as keyspace
+from drf_redis_toolkit.connection import is_cluster
+
+#: ``on_invalidate(keys)``: the names Redis pushed, or ``None`` for "every key".
+Listener = Callable[[list[bytes] | None], None]
+
+
+#: What a broken or refused tracking connection raises.
+_LINK_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
+
+
+class TrackingLost(Exception):
+    """A tracking connection failed, closed or lags: its node's messages may be lost."""
+
+
+def masters(client: Any) -> frozenset[tuple[str, int]] | None:
+    """``(host, port)`` of every master in a cluster client's current slot map (no I/O);
+    ``None`` for a standalone client. Tracking must cover each of them."""
+    if not is_cluster(client):
+        return None
+    return frozenset((node.host, int(node.port)) for node in client.get_primaries())
+
+
+def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """``(connection class, connection kwargs)`` of every node holding cache keys.
+
+    A standalone client gives its pool's settings (host, port, credentials,
+    TLS); a cluster client one entry per master of its current slot map.
+    Anything else (Sentinel, fakeredis, a foreign pool) cannot be tracked.
+    """
+    if is_cluster(client):
+        nodes = []
+        for node in client.get_primaries():
+            pool = node.redis_connection.connection_pool
+            kwargs = {**pool.connection_kwargs, "host": node.host, "port": node.port}
+            nodes.append((pool.connection_class, kwargs))
+        return nodes
+    pool = getattr(client, "connection_pool", None)
+    connection_class = getattr(pool, "connection_class", None)
+    if type(client) is not redis.Redis or connection_class not in (
+        redis.Connection,
+        redis.SSLConnection,
+        redis.UnixDomainSocketConnection,
+    ):
+        raise TrackingUnsupported(
+            f"{type(client).__name__} with {type(pool).__name__}: only a plain redis.Redis "
+            "(REDIS_URL, CONNECTION_FACTORY, DJANGO_CACHE_ALIAS) or CLUSTER can be tracked"
+        )
+    return [(connection_class, dict(pool.connection_kwargs))]  # type: ignore[union-attr]
+
+
+class TrackingUnsupported(Exception):
+    """The client's kind of connection cannot carry tracking (Sentinel, fakeredis...)."""
+
+
+class NodeTracker:
+    """One node's tracking connection: its messages, its heartbeat."""
+
+    __slots__ = ("connection", "last_proof", "ping_sent")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        #: Monotonic time of the last PING answered (everything pushed before it is read).
+        self.last_proof = time.monotonic()
+        #: When the PING still unanswered was sent; ``None``: none outstanding.
+        self.ping_sent: float | None = None
+
+    def drain(self, heartbeat: float, patience: float) -> int:
+        """Read every message already received, and keep the heartbeat going: a ``PING``
+        once the last proof is half a ``heartbeat`` old, so a busy link never goes unproven.
+
+        Returns the number of replies read. Raises ``TrackingLost`` if the
+        connection failed or a ``PING`` went unanswered for ``patience`` seconds.
+        """
+        connection = self.connection
+        read = 0
+        try:
+            while connection.can_read(timeout=0):
+                reply = connection.read_response(push_request=True)
+                read += 1
+                if reply in (b"PONG", "PONG") and self.ping_sent is not None:
+                    self.last_proof, self.ping_sent = self.ping_sent, None
+            now = time.monotonic()
+            if self.ping_sent is None:
+                if now - self.last_proof >= heartbeat / 2:
+                    connection.send_command("PING")
+                    self.ping_sent = now
+            elif now - self.ping_sent > patience:
+                raise TrackingLost(f"PING unanswered for {now - self.ping_sent:.3f}s")
+        except TrackingLost:
+            raise
+        except _LINK_ERRORS as exc:
+            raise TrackingLost(f"{type(exc).__name__}: {exc}") from exc
+        return read
+
+    def close(self) -> None:
+        try:
+            self.connection.disconnect()
+        except Exception:  # noqa: BLE001 - a broken socket is being thrown away
+            pass
+
+
+def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list[NodeTracker]:
+    """Open one tracking connection per node of ``client``; raise ``TrackingLost`` if one fails.
+
+    Raises ``TrackingUnsupported`` for a client whose connections cannot be tracked.
+    """
+
+    def handler(message: Any) -> None:
+        on_invalidate(message[1] if len(message) > 1 else None)
+
+    prefixes = keyspace.tracked_prefixes()
+    trackers: list[NodeTracker] = []
+    try:
+        for connection_class, kwargs in _node_addresses(client):
+            kwargs.update(
+                protocol=3,
+                socket_timeout=socket_timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            connection = connection_class(**kwargs)
+            trackers.append(NodeTracker(connection))
+            connection.connect()
+            connection._parser.set_invalidation_push_handler(handler)
+            args: list[str] = ["CLIENT", "TRACKING", "ON", "BCAST"]
+            for prefix in prefixes:
+                args += ["PREFIX", prefix]
+            connection.send_command(*args)
+            connection.read_response()
+    except _LINK_ERRORS as exc:
+        for tracker in trackers:
+            tracker.close()
+        raise TrackingLost(f"{type(exc).__name__}: {exc}") from exc
+    return trackers
