@@ -225,10 +225,17 @@ def _validate_metrics(key: str, value: Any) -> bool:
 
 def _validate_local_cache(key: str, value: Any) -> bool:
     if _validate_bool(key, value):
-        from redis._parsers import _RESP3Parser
+        import redis
 
-        if not hasattr(_RESP3Parser, "set_invalidation_push_handler"):
-            raise _bad(key, value, "this redis-py cannot deliver RESP3 invalidation messages")
+        from drf_redis_toolkit.tracking import push_handlers_available
+
+        if not push_handlers_available():
+            raise _bad(
+                key,
+                value,
+                f"redis-py {redis.__version__} cannot deliver RESP3 invalidation messages"
+                " (LOCAL_CACHE needs redis-py 5.1 or newer)",
+            )
     return value
 
 

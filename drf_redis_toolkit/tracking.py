@@ -36,6 +36,17 @@ Listener = Callable[[list[bytes] | None], None]
 _LINK_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 
+def push_handlers_available() -> bool:
+    """Whether this redis-py hands RESP3 invalidation messages to a callback.
+
+    ``set_invalidation_push_handler`` arrived in redis-py 5.1: on 5.0 the messages
+    would be read and thrown away, so a local copy could never be dropped.
+    """
+    from redis._parsers import _RESP3Parser
+
+    return hasattr(_RESP3Parser, "set_invalidation_push_handler")
+
+
 class TrackingLost(Exception):
     """A tracking connection failed, closed or lags: its node's messages may be lost."""
 

@@ -71,6 +71,28 @@ def test_unknown_key_is_named():
             toolkit_settings.check()
 
 
+def test_local_cache_needs_redis_py_push_handlers(monkeypatch):
+    """redis-py 5.0 reads RESP3 invalidation messages and drops them: refused at start-up."""
+    from drf_redis_toolkit import tracking
+
+    monkeypatch.setattr(tracking, "push_handlers_available", lambda: False)
+    with override_settings(DRF_REDIS_TOOLKIT={"LOCAL_CACHE": True}):
+        with pytest.raises(ImproperlyConfigured, match=r"LOCAL_CACHE.*redis-py 5\.1 or newer"):
+            toolkit_settings.check()
+    with override_settings(DRF_REDIS_TOOLKIT={"LOCAL_CACHE": False}):
+        toolkit_settings.check()  # off: any redis-py will do
+
+
+def test_push_handlers_are_found_on_this_redis_py():
+    """The probe names the real attribute: on redis-py 5.1+ it must say yes."""
+    import redis
+
+    from drf_redis_toolkit import tracking
+
+    version = tuple(int(part) for part in redis.__version__.split(".")[:2])
+    assert tracking.push_handlers_available() is (version >= (5, 1))
+
+
 def test_sentinels_need_a_service_name():
     with override_settings(DRF_REDIS_TOOLKIT={"SENTINELS": [("127.0.0.1", 26379)]}):
         with pytest.raises(ImproperlyConfigured, match="SENTINEL_SERVICE_NAME"):

@@ -22,12 +22,19 @@ from rest_framework.views import APIView
 
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import local_cache as local_module
+from drf_redis_toolkit import tracking
 from drf_redis_toolkit.cache_stats import counters
 from drf_redis_toolkit.caching import CacheResponseMixin, invalidate_key, invalidate_namespace
 from drf_redis_toolkit.local_cache import local_cache, stats
 from drf_redis_toolkit.scripts import get_script
 from tests import servers
 from tests.conftest import _unavailable, toolkit_settings_for
+
+pytestmark = pytest.mark.skipif(
+    not tracking.push_handlers_available(),
+    reason=f"redis-py {redis.__version__} has no RESP3 invalidation push handlers (5.1+):"
+    " LOCAL_CACHE is refused at start-up there (test_conf.py checks the error)",
+)
 
 factory = APIRequestFactory()
 #: What the views answer: tests change it, then invalidate.
