@@ -11,6 +11,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tests.servers import RedisProcess, start_redis
 
@@ -62,3 +63,20 @@ def ratio_table(
             f"{r['p50'] / base:.2f}x |"
         )
     return lines
+
+
+def write_between_markers(path: Path, name: str, lines: list[str]) -> None:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in
+    ``path`` with ``lines``: the generated part of a doc, never edited by hand."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + "\n".join(lines).rstrip() + "\n" + end + tail)
+
+
+def verdict(ratio: float, target: str) -> str:
+    """``met`` / ``**not met**`` for a ratio against ``"<= 0.60"`` or ``">= 3.0"``."""
+    op, bound = target.split()
+    ok = ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+    return "met" if ok else "**not met**"

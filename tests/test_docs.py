@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from drf_redis_toolkit.conf import DEFAULTS, VALIDATORS
 from drf_redis_toolkit.rates import parse_rate
+from drf_redis_toolkit.tracking import push_handlers_available
 from tests.doc_session import run_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +105,12 @@ def check_settings(namespace: dict[str, Any], block: Block) -> None:
         unknown = set(toolkit) - set(DEFAULTS)
         assert not unknown, f"{block}: unknown DRF_REDIS_TOOLKIT keys {sorted(unknown)}"
         for key, value in toolkit.items():
+            if key == "LOCAL_CACHE" and value and not push_handlers_available():
+                # Valid wherever redis-py has invalidation handlers (5.1+); this stack
+                # refuses it by design, naming the version (test_conf.py checks that).
+                with pytest.raises(ImproperlyConfigured, match=r"redis-py 5\.1 or newer"):
+                    VALIDATORS[key](key, value)
+                continue
             VALIDATORS[key](key, value)
     framework = namespace.get("REST_FRAMEWORK")
     if isinstance(framework, dict):
