@@ -227,6 +227,8 @@ def test_freeze_kill_restart_under_load(sample_server, capsys):
     skips = sum(s["skips"] for s in stats)
     bound = WORKERS * (2 * THREADS + int(outage / COOLDOWN) + 2)
     local_hits = sum(s.get("local_hits", 0) for s in stats)  # DRT_LOCAL_CACHE=1
+    if os.environ.get("DRT_LOCAL_CACHE") == "1":  # the workers' settings read the same
+        assert local_hits > 0, f"LOCAL_CACHE is on, but no worker served a local hit: {stats}"
     with capsys.disabled():
         print("\nRedis outage under load (2 gunicorn workers x 4 threads, 4 clients):")
         print(f"local hits (LOCAL_CACHE): {local_hits}")
