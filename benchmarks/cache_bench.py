@@ -24,6 +24,7 @@ Redis commands per request (from ``INFO commandstats``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import random
@@ -290,8 +291,11 @@ def run_pass(args: argparse.Namespace) -> list[str]:
             *table(results, "drf-extensions hit"),
             "",
         ]
-        out += ["Redis commands per request (`INFO commandstats` over 200 requests; the calls a "
-                "script makes are counted too):", ""]
+        out += [
+            "Redis commands per request (`INFO commandstats` over 200 requests; the calls a "
+            "script makes are counted too):",
+            "",
+        ]
         raw.flushall()
         for path in ("/ours/", "/ext/", "/cache-page/"):
             Client().get(path)
@@ -320,6 +324,8 @@ def run_pass(args: argparse.Namespace) -> list[str]:
                 out.append(f"| {name} | {keys} | {value:,} | {memory:,} |")
             body = len(Client().get("/uncached/").content)
             out += ["", f"(the rendered body is {body:,} bytes)", ""]
+        if pinned:
+            out += hit_profile()
         out += ["Against the targets (each run's ratios; the verdict is the worst run's):", ""]
         out += target_table(runs, TARGETS_LOCAL if args.local_cache else TARGETS_OFF)
         floor = results["empty DRF view (floor)"]["p50"]
@@ -331,6 +337,66 @@ def run_pass(args: argparse.Namespace) -> list[str]:
             "",
         ]
     return out
+
+
+def hit_profile() -> list[str]:
+    """Where a hit's own time goes: each step of ``_serve`` timed alone, in this process,
+    on one DRF request that went through ``initial()`` (best of 5 loops)."""
+    from cache_bench_app.urls import OurProductList
+    from django.http import HttpResponse
+    from django.test.client import RequestFactory
+    from rest_framework.views import APIView
+
+    from drf_redis_toolkit import caching
+    from drf_redis_toolkit.drivers import run_sync
+
+    def timed(call: Any, count: int = 5000) -> float:
+        best = math.inf
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(count):
+                call()
+            best = min(best, (time.perf_counter() - started) / count * 1e6)
+        return best
+
+    view = OurProductList()
+    view.args, view.kwargs, view.headers, view.format_kwarg = (), {}, {}, None
+    request = view.initialize_request(RequestFactory().get("/ours/"))
+    view.request = request
+    APIView.initial(view, request)
+    handler = view.get
+    plan = caching._make_plan(view, request, None, handler, (), {})
+    assert plan is not None
+    run_sync(caching._serve(view, request, handler, (), {}, None))  # stored, then a hit
+    _, _, raw, _, known = run_sync(caching._find(plan, request, "t", 0))
+    entry = caching.local_bodies.get(plan.entry_key)
+    assert entry is not None and entry.body is not None
+    django_request = request._request
+    steps = [
+        ("the whole cached path (`_serve`, a hit)",
+         lambda: run_sync(caching._serve(view, request, handler, (), {}, None))),
+        ("the plan (`_make_plan`: hooks, key, namespace, timeout)",
+         lambda: caching._make_plan(view, request, None, handler, (), {})),
+        ("of that: Django's `get_host()` (validates the Host header)",
+         django_request.get_host),
+        ("of that: the default key (`default_cache_key`)",
+         lambda: caching.default_cache_key(view, request)),
+        ("the lookup (`_find`: the generation and the entry)",
+         lambda: run_sync(caching._find(plan, request, "t", 0))),
+        ("the answer (`_replay`: the stored entry as a response)",
+         lambda: run_sync(caching._replay(view, request, plan, raw, known))),
+        ("of that: Django's `HttpResponse(body, headers=...)`",
+         lambda: HttpResponse(entry.body, status=200, headers=entry.headers)),
+    ]  # fmt: skip
+    lines = [
+        "Where a hit's own time goes (each step timed alone on one request that went "
+        "through DRF's `initial()`, best of 5 loops of 5,000):",
+        "",
+        "| step | µs |",
+        "|---|---:|",
+    ]
+    lines += [f"| {label} | {timed(call):.1f} |" for label, call in steps]
+    return [*lines, ""]
 
 
 PASSES = (["--local-cache"], [], ["--no-pin", "--local-cache"], ["--no-pin"])
