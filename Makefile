@@ -44,9 +44,10 @@ bench-throttle: $(STAMP)
 ## Locust load test of the sample API on loopback (redis-server, gunicorn, Locust; all stopped after).
 ## USERS=20 SPAWN_RATE=5 DURATION=60 (s) CLUSTER=1 (3-master cluster) MODE=toolkit|baseline|compare
 ## SWEEP=10,25,50 (one run per user count; then `make load-plots`). Reports: loadtests/results/.
+## MODE=saturate MARKDOWN=docs/benchmarks.md also rewrites the saturation block of that file.
 load: $(STAMP)
 	USERS=$(USERS) SPAWN_RATE=$(SPAWN_RATE) DURATION=$(DURATION) CLUSTER=$(CLUSTER) \
-	MODE=$(MODE) SWEEP=$(SWEEP) $(BIN)/python loadtests/run.py
+	MODE=$(MODE) SWEEP=$(SWEEP) MARKDOWN=$(MARKDOWN) $(BIN)/python loadtests/run.py
 
 ## PNG plots from loadtests/results/sweep.json into docs/img/.
 load-plots: $(STAMP)

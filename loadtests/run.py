@@ -174,6 +174,7 @@ def server_env(
         "SHOP_RATE_ANON": rates_of(args)["anon"],
         "SHOP_RATE_USER": rates_of(args)["user"],
         "SHOP_RATE_CART_WRITE": rates_of(args)["cart_write"],
+        **getattr(args, "extra_env", {}),  # a configuration of saturate's (LOCAL_CACHE)
     }
     if not os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
@@ -469,6 +470,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def machine_line() -> str:
+    """``machine()`` as one line of text, for a report."""
+    return ", ".join(f"{name} {value}" for name, value in machine().items() if value is not None)
+
+
 def summarize(
     args: argparse.Namespace,
     mode: str,
@@ -688,6 +694,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--abusers", type=int, default=2, help="greenlets sharing the account")
     parser.add_argument("--sweep", default=env("SWEEP"), help="user counts, e.g. 10,20,40")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=env("MARKDOWN"),
+        help="saturate: also write the result between this file's saturate markers",
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = int(env("DURATION") or (20 if args.mode == "saturate" else 60))
@@ -712,8 +724,19 @@ def signals_as_exceptions() -> Iterator[None]:
 
 def run_saturate(args: argparse.Namespace) -> int:
     report, code = saturate.run(args, run_once, args.out)
-    print(saturate.describe(report), flush=True)
+    described = saturate.describe(report)
+    print(described, flush=True)
     log(f"report in {args.out / 'saturate.json'}")
+    if args.markdown:
+        from benchmarks.common import write_between_markers
+
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        write_between_markers(
+            args.markdown,
+            "saturate",
+            [f"machine: {machine_line()}; load average at the end: {load}", "", described],
+        )
+        log(f"written to {args.markdown}")
     return code
 
 

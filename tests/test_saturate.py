@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from loadtests import cpu, saturate
 from loadtests.checks import REQUIRED_CHECKS
@@ -80,3 +81,37 @@ def test_cpu_accounting_sees_a_child_and_its_work():
     finally:
         child.communicate(b"", timeout=10)
     assert cpu.cpu_seconds([child.pid]) == 0  # reaped: /proc forgets it
+
+
+def test_each_toolkit_configuration_is_compared_with_the_baseline():
+    fast, faster, slow = [_step(8, 600, 40)], [_step(8, 900, 40)], [_step(8, 200, 40)]
+    report = {
+        "step_s": 20,
+        "pinned": "no",
+        "failed_because": [],
+        "modes": {
+            "toolkit": {"steps": fast, "best": fast[0]},
+            "toolkit + LOCAL_CACHE": {"steps": faster, "best": faster[0]},
+            "baseline": {"steps": slow, "best": slow[0]},
+        },
+    }
+    report["ratios"] = saturate.ratios(report)
+    assert report["ratios"] == {"toolkit": 3.0, "toolkit + LOCAL_CACHE": 4.5}
+    text = saturate.describe(report)
+    assert "- toolkit / baseline at saturation: 3.0x (target >= 3x): met" in text
+    assert "- toolkit + LOCAL_CACHE / baseline at saturation: 4.5x" in text
+    report["modes"]["baseline"]["best"] = None  # no step of the baseline within the bound
+    assert saturate.ratios(report) == {"toolkit": None, "toolkit + LOCAL_CACHE": None}
+
+
+def test_the_local_cache_configuration_reaches_the_server_environment():
+    from loadtests import run
+
+    args = run.parse_args(["--mode", "saturate"])
+    labels = [label for label, _, _ in saturate.CONFIGURATIONS]
+    assert labels == ["toolkit", "toolkit + LOCAL_CACHE", "baseline"]
+    for _label, mode, extra in saturate.CONFIGURATIONS:
+        args.extra_env = extra
+        env = run.server_env(args, mode, "redis://127.0.0.1:1/0", Path("/tmp"))
+        assert env["DRT_LOCAL_CACHE"] == extra["DRT_LOCAL_CACHE"]
+        assert env["SHOP_BASELINE"] == ("1" if mode == "baseline" else "0")
