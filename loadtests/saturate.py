@@ -138,6 +138,7 @@ def describe(report: dict[str, Any]) -> str:
     lines = [
         f"saturation (p95 <= {TARGET_P95_MS:.0f} ms), step {report['step_s']} s, "
         f"pinned: {report['pinned']}",
+        "",
         "| configuration | users | req/s | p50 ms | p95 ms | server CPU s | locust CPU s "
         "| stale reads | over-admission |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
