@@ -258,7 +258,7 @@ def decide_many(questions: Sequence[Question]) -> list[Decision]:
             groups = list(by_slot.values())
         if len(groups) == 1:
             name, keys, args = _round_call(groups[0])
-            replies = [run_script(name, client, keys, args)]
+            replies = [run_script_direct(name, client, keys, args)]
         else:
             replies = _pipelined(client, [_round_call(group) for group in groups])
     answers: dict[int, Decision] = {}
