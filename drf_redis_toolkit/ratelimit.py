@@ -135,24 +135,31 @@ def ask(
 
 
 def _answer(question: Question, raw: Sequence[int], recorded: bool) -> Decision:
-    """The ``Decision`` from a script's reply; ``recorded``: whether the script recorded it."""
+    """The ``Decision`` from a script's reply; ``recorded``: whether the script recorded it.
+
+    On every request's path: positional construction, no per-limit generator.
+    """
     allowed = raw[0] == 1
     now_us = int(raw[1])
-    states = [
-        LimitState(
-            limit=limit.limit,
-            window=limit.window,
-            remaining=int(raw[2 + 3 * i]),
-            reset=int(raw[3 + 3 * i]) / 1_000_000,
-            retry_after=int(raw[4 + 3 * i]) / 1_000_000,
+    states = []
+    at = 2
+    for limit in question.limits:
+        states.append(
+            LimitState(
+                limit.limit,
+                limit.window,
+                int(raw[at]),
+                int(raw[at + 1]) / 1_000_000,
+                int(raw[at + 2]) / 1_000_000,
+            )
         )
-        for i, limit in enumerate(question.limits)
-    ]
+        at += 3
     kept: list[str] = []
     cost = question.cost
     if recorded and allowed and cost:
         if question.kind == LOG:
-            kept = [f"{question.token}:{j}" for j in range(1, cost + 1)]
+            token = question.token
+            kept = [token + ":1"] if cost == 1 else [f"{token}:{j}" for j in range(1, cost + 1)]
         else:
             kept = [
                 f"{limit.window * 1_000_000}:{now_us // (limit.window * 1_000_000)}"

@@ -24,6 +24,12 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
+_hiredis_pack: Callable[..., bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis-py packs in Python then
+    _hiredis_pack = None
+
 _FUNCTION_RE = re.compile(rb"^--@function (\w+)$", re.MULTILINE)
 
 
@@ -93,12 +99,23 @@ class _Kept:
     ``disconnect()`` still close them.
     """
 
-    __slots__ = ("forks", "idle", "pool")
+    __slots__ = ("forks", "idle", "pack", "pool")
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.idle: list[Any] = []
         self.forks = _forks
+        #: hiredis' packer, called without redis-py's wrapper around it, when the
+        #: connections use it anyway (``False``: they do not, ``send_command`` packs;
+        #: ``None``: not known before the first connection is seen).
+        self.pack: Callable[[tuple[Any, ...]], bytes] | bool | None = None
+
+    def packer(self, conn: Any) -> Callable[[tuple[Any, ...]], bytes] | bool:
+        pack = self.pack
+        if pack is None:
+            hiredis_packs = type(conn._command_packer).__name__ == "HiredisRespSerializer"
+            pack = self.pack = _hiredis_pack if hiredis_packs and _hiredis_pack is not None else False
+        return pack
 
     def take(self) -> Any:
         """An idle connection, ready to send (as the pool's checkout would make it)."""
@@ -166,7 +183,12 @@ def run_script_direct(name: str, client: Any, keys: list[Any], args: list[Any]) 
         return run_script(name, client, keys, args)
     conn = kept.take()
     try:
-        conn.send_command("EVALSHA", get_script(name).sha, len(keys), *keys, *args)
+        command = ("EVALSHA", get_script(name).sha, len(keys), *keys, *args)
+        pack = kept.packer(conn)
+        if pack:
+            conn.send_packed_command([pack(command)])  # type: ignore[operator]
+        else:
+            conn.send_command(*command)
         return conn.read_response()
     except NoScriptError:
         pass  # given back below; then loaded and run the usual way

@@ -66,7 +66,7 @@ def _caller(frame: FrameType | None, view: Any) -> FrameType | None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ThrottleRound:
     """The toolkit's decisions in one ``check_throttles`` round of one view.
 

@@ -62,7 +62,9 @@ for i = 1, n do
 end
 
 local recorded = out[1] == 1 and record
-if recorded and cost > 0 then
+if recorded and cost == 1 then
+  redis.call('ZADD', key, now, ARGV[2] .. ':1')  -- the usual case: no table to unpack
+elseif recorded and cost > 1 then
   local token = ARGV[2]
   local args = {}
   for j = 1, cost do
@@ -73,6 +75,8 @@ if recorded and cost > 0 then
       args = {}
     end
   end
+end
+if recorded and cost > 0 then
   redis.call('PEXPIRE', key, math.ceil(max_window / 1000))
 end
 
