@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
@@ -256,6 +257,18 @@ def decide_many(questions: Sequence[Question]) -> list[Decision]:
     """
     if len(questions) == 1:
         return [decide_one(questions[0])]
+    with guarded() as client:
+        if type(client) is redis.Redis or not is_cluster(client):
+            name, keys, args = _round_call(questions)
+            reply = run_script_direct(name, client, keys, args)
+        else:
+            reply = None
+    if reply is not None:  # one server: one call, all-or-nothing
+        admitted = all(raw[0] == 1 for raw in reply)
+        return [
+            _answer(question, raw, question.record and admitted)
+            for question, raw in zip(questions, reply, strict=True)
+        ]
     with guarded() as client:
         groups: list[list[Question]] = [list(questions)]
         if is_cluster(client):
