@@ -258,20 +258,9 @@ def decide_many(questions: Sequence[Question]) -> list[Decision]:
     if len(questions) == 1:
         return [decide_one(questions[0])]
     with guarded() as client:
-        if type(client) is redis.Redis or not is_cluster(client):
-            name, keys, args = _round_call(questions)
-            reply = run_script_direct(name, client, keys, args)
-        else:
-            reply = None
-    if reply is not None:  # one server: one call, all-or-nothing
-        admitted = all(raw[0] == 1 for raw in reply)
-        return [
-            _answer(question, raw, question.record and admitted)
-            for question, raw in zip(questions, reply, strict=True)
-        ]
-    with guarded() as client:
         groups: list[list[Question]] = [list(questions)]
-        if is_cluster(client):
+        # (A plain client is one server: no need to ask, on every request.)
+        if type(client) is not redis.Redis and is_cluster(client):
             by_slot: dict[int, list[Question]] = {}
             for question in questions:
                 by_slot.setdefault(key_slot(question.key.encode()), []).append(question)
