@@ -12,8 +12,10 @@ loopback, and reported as ratios against anchors measured in the same run:
 
 4. three throttles against one: ``check_throttles()`` of a view with anon + user +
    scoped throttles against a view with one (the toolkit decides them in one call);
-5. a profile of one decision: the Python path with a canned Redis reply (cProfile),
-   and each Lua script alone against the floor.
+5. a profile of one decision, in CPU time: the Python path with a canned Redis reply
+   (cProfile), the ways of sending the script, each Lua script alone against the
+   floor and `limits`' (server time, ``redis.call``s), and where a view's 3 throttles
+   spend more than its 1.
 
 Each admit-path figure is the median of ``--rounds`` runs; the targets table gives
 the median and the worst run.
@@ -341,8 +343,9 @@ def _cpu_us(call, count: int) -> float:
 def _server_stats(raw, call, count: int) -> tuple[float, float]:
     """``(server µs per call, commands per call)`` of ``call()``, from ``INFO commandstats``.
 
-    The server's own time for ``EVALSHA`` (its scripts' commands included), and the
-    ``redis.call``s each script made: the commands counted besides ``EVALSHA`` itself.
+    The server's own time inside ``EVALSHA`` (its scripts' commands included; wall
+    time, so a busy CPU inflates it), and the ``redis.call``s each script made: the
+    commands counted besides ``EVALSHA`` itself.
     """
     for i in range(WARMUP):
         call(i)
@@ -674,9 +677,11 @@ def profile_section(url: str) -> list[str]:
     return [
         "### Profile of one decision",
         "",
-        "Measured in CPU time (`time.process_time` for this process, `INFO commandstats` "
-        "for the server), which other jobs on the machine do not inflate. Pinned, the "
-        "server runs on the benchmark's CPU, so its time is part of every latency.",
+        "The client side is measured in CPU time (`time.process_time`), which other jobs "
+        "on the machine do not inflate; the server's side is its own time inside each "
+        "call (`INFO commandstats`), which they do when they take its CPU, so compare "
+        "those rows with each other. Pinned, the server runs on the benchmark's CPU, so "
+        "its time is part of every latency.",
         "",
         f"**Python**, the Redis call replaced by a canned reply (best of 5, garbage "
         f"collector off): **{python_us:.1f} µs** of CPU per `allow_request()` of the log "

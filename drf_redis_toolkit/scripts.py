@@ -113,7 +113,8 @@ class _Kept:
     def packer(self, conn: Any) -> Callable[[tuple[Any, ...]], bytes] | bool:
         pack = self.pack
         if pack is None:
-            hiredis = type(conn._command_packer).__name__ == "HiredisRespSerializer"
+            packer = getattr(conn, "_command_packer", None)  # none before redis-py 5
+            hiredis = type(packer).__name__ == "HiredisRespSerializer"
             pack = self.pack = _hiredis_pack if hiredis and _hiredis_pack is not None else False
         return pack
 
