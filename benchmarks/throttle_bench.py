@@ -302,25 +302,28 @@ def view_classes(rate: str):
     return views
 
 
-def view_path(count: int) -> dict[str, dict[str, float]]:
-    """``check_throttles()`` of a fresh view per request, as DRF's dispatch calls it."""
+def view_caller(view_class: Any, count: int) -> Any:
+    """A call running ``check_throttles()`` of a fresh ``view_class`` per request, as DRF's
+    dispatch does, on the next of ``count + WARMUP`` anonymous requests (100 addresses)."""
     from rest_framework.request import Request
     from rest_framework.test import APIRequestFactory
 
     factory = APIRequestFactory()
-    calls = {}
-    for name, view_class in view_classes("10000000/hour").items():
-        requests = []
-        for i in range(count + WARMUP):
-            request = Request(factory.get("/", REMOTE_ADDR=f"10.0.{i % IDENTS}.1"))
-            request.user  # noqa: B018 - authenticate (anonymous) outside the timing
-            requests.append(request)
-        it = iter(requests)
+    requests = []
+    for i in range(count + WARMUP):
+        request = Request(factory.get("/", REMOTE_ADDR=f"10.0.{i % IDENTS}.1"))
+        request.user  # noqa: B018 - authenticate (anonymous) outside the timing
+        requests.append(request)
+    it = iter(requests)
+    return lambda _i: view_class().check_throttles(next(it))
 
-        def call(_i, view_class=view_class, it=it):
-            view_class().check_throttles(next(it))
 
-        calls[name] = call
+def view_path(count: int) -> dict[str, dict[str, float]]:
+    """``check_throttles()`` of a fresh view per request, as DRF's dispatch calls it."""
+    calls = {
+        name: view_caller(view_class, count)
+        for name, view_class in view_classes("10000000/hour").items()
+    }
     return measure(calls, count)
 
 
@@ -519,24 +522,15 @@ def profile_views(url: str) -> list[str]:
     import gc
 
     import redis
-    from rest_framework.request import Request
-    from rest_framework.test import APIRequestFactory
 
     from drf_redis_toolkit import ratelimit
 
-    factory = APIRequestFactory()
     raw = redis.Redis.from_url(url)
     views = view_classes("10000000/hour")
     names = ["toolkit, 1 throttle", "toolkit, 3 throttles"]
 
     def caller(view_class):
-        requests = []
-        for i in range(SAMPLES + WARMUP):
-            request = Request(factory.get("/", REMOTE_ADDR=f"10.0.{i % IDENTS}.1"))
-            request.user  # noqa: B018 - authenticate (anonymous) outside the timing
-            requests.append(request)
-        it = iter(requests)
-        return lambda _i: view_class().check_throttles(next(it))
+        return view_caller(view_class, SAMPLES)
 
     rows = {}
     for name in names:
