@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
@@ -135,24 +136,31 @@ def ask(
 
 
 def _answer(question: Question, raw: Sequence[int], recorded: bool) -> Decision:
-    """The ``Decision`` from a script's reply; ``recorded``: whether the script recorded it."""
+    """The ``Decision`` from a script's reply; ``recorded``: whether the script recorded it.
+
+    On every request's path: positional construction, no per-limit generator.
+    """
     allowed = raw[0] == 1
     now_us = int(raw[1])
-    states = [
-        LimitState(
-            limit=limit.limit,
-            window=limit.window,
-            remaining=int(raw[2 + 3 * i]),
-            reset=int(raw[3 + 3 * i]) / 1_000_000,
-            retry_after=int(raw[4 + 3 * i]) / 1_000_000,
+    states = []
+    at = 2
+    for limit in question.limits:
+        states.append(
+            LimitState(
+                limit.limit,
+                limit.window,
+                int(raw[at]),
+                int(raw[at + 1]) / 1_000_000,
+                int(raw[at + 2]) / 1_000_000,
+            )
         )
-        for i, limit in enumerate(question.limits)
-    ]
+        at += 3
     kept: list[str] = []
     cost = question.cost
     if recorded and allowed and cost:
         if question.kind == LOG:
-            kept = [f"{question.token}:{j}" for j in range(1, cost + 1)]
+            token = question.token
+            kept = [token + ":1"] if cost == 1 else [f"{token}:{j}" for j in range(1, cost + 1)]
         else:
             kept = [
                 f"{limit.window * 1_000_000}:{now_us // (limit.window * 1_000_000)}"
@@ -251,14 +259,15 @@ def decide_many(questions: Sequence[Question]) -> list[Decision]:
         return [decide_one(questions[0])]
     with guarded() as client:
         groups: list[list[Question]] = [list(questions)]
-        if is_cluster(client):
+        # (A plain client is one server: no need to ask, on every request.)
+        if type(client) is not redis.Redis and is_cluster(client):
             by_slot: dict[int, list[Question]] = {}
             for question in questions:
                 by_slot.setdefault(key_slot(question.key.encode()), []).append(question)
             groups = list(by_slot.values())
         if len(groups) == 1:
             name, keys, args = _round_call(groups[0])
-            replies = [run_script(name, client, keys, args)]
+            replies = [run_script_direct(name, client, keys, args)]
         else:
             replies = _pipelined(client, [_round_call(group) for group in groups])
     answers: dict[int, Decision] = {}

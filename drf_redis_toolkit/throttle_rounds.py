@@ -66,7 +66,7 @@ def _caller(frame: FrameType | None, view: Any) -> FrameType | None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ThrottleRound:
     """The toolkit's decisions in one ``check_throttles`` round of one view.
 
@@ -106,14 +106,20 @@ class ThrottleRound:
             self.pending[(question.kind, question.key)] = (question, decision)
         return decisions[0]
 
-    def answer(self, question: ratelimit.Question) -> ratelimit.Decision | None:
-        """The answer decided ahead for ``question``, or ``None``: decide it now."""
-        found = self.pending.pop((question.kind, question.key), None)
+    def answer(
+        self, kind: str, key: str, limits: Any, cost: int, record: bool
+    ) -> ratelimit.Decision | None:
+        """The answer decided ahead for this question, or ``None``: decide it now.
+
+        Asked before the question is built (``ratelimit.ask``): an answer found
+        needs none.
+        """
+        found = self.pending.pop((kind, key), None)
         if found is None:
             return None
         asked, decision = found
-        if asked.limits == question.limits and asked.cost == question.cost:
-            if question.record or not decision.recorded:
+        if asked.limits == limits and asked.cost == cost:
+            if record or not decision.recorded:
                 return decision
         # Asked otherwise ahead (a hook that answered differently the second time):
         # take that answer back and let the throttle decide for itself.

@@ -31,6 +31,7 @@ from rest_framework.throttling import BaseThrottle
 from drf_redis_toolkit import ratelimit, signals
 from drf_redis_toolkit.conf import toolkit_settings
 from drf_redis_toolkit.exceptions import RedisUnavailable
+from drf_redis_toolkit.keys import throttle_key
 from drf_redis_toolkit.rates import Limit, parse_rate
 from drf_redis_toolkit.throttle_rounds import ROUND_ATTR, creation_number, current_round
 
@@ -220,12 +221,16 @@ class SlidingWindowThrottle(BaseThrottle):
         limits, ident, cost = asked
         round_ = current_round(self, request, view)
         # Once another throttle of this round refused, only report: record nothing.
-        question = ratelimit.ask(
-            self.algorithm, self.scope_name, ident, limits, cost, record=not round_.refused
-        )
+        record = not round_.refused
         try:
-            decision = round_.answer(question)
+            decision = None
+            if round_.pending:  # decided ahead by the round's first throttle?
+                key = throttle_key(self.algorithm, self.scope_name, ident)
+                decision = round_.answer(self.algorithm, key, limits, cost, record)
             if decision is None:
+                question = ratelimit.ask(
+                    self.algorithm, self.scope_name, ident, limits, cost, record=record
+                )
                 later = _later_questions(self, question, request, view)
                 decision = round_.decide([question, *later])
         except RedisUnavailable as exc:

@@ -229,6 +229,23 @@ def test_a_round_records_what_undo_takes_back_and_a_dry_round_nothing(backend, k
     assert left() == [10, 10]
 
 
+def test_a_round_over_two_identities_is_one_call_on_one_server(backend):
+    """Keys in two cluster slots: one server decides them in one call, a cluster per slot."""
+    from redis.crc import key_slot
+
+    limits = parse_rate("1/min")
+    idents = ("a", "b")
+    slots = {key_slot(keyspace.throttle_key(ratelimit.LOG, "e2", i).encode()) for i in idents}
+    assert len(slots) == 2
+
+    def round_() -> list[bool]:
+        questions = [ratelimit.ask(ratelimit.LOG, "e2", i, limits) for i in idents]
+        return [d.allowed for d in ratelimit.decide_many(questions)]
+
+    assert round_() == [True, True]
+    assert round_() == [False, False]
+
+
 @pytest.mark.parametrize("kind", [ratelimit.LOG, ratelimit.COUNTER])
 def test_reset_forgets_one_client_in_one_scope(backend, kind):
     limits = parse_rate("2/min")

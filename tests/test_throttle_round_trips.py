@@ -393,6 +393,9 @@ def test_what_stands_between_the_toolkit_throttles_of_a_round(backend, round_tri
 
     view = View.as_view()
     view(request_anonymous())  # the scripts are loaded now
+    # And the pool holds a connection for the take-back (the scripts run on a kept one):
+    # a new connection's handshake is not a round trip of the request.
+    get_client().ping()
     sent = [trips(round_trips, lambda: view(request_anonymous()))[1] for _ in range(2)]
     if between == "listed-twice":
         # User (3/min) counted twice by the first request; from the second on, its second
@@ -564,3 +567,51 @@ def test_on_a_cluster_a_round_over_two_slots_survives_flushed_scripts(cluster):
         assert all(d.limits[0].limit == 2 for d in decisions)
     assert recorded(cluster, idents) == [2, 2]
     assert [d.limits[0].remaining for d in decisions] == [0, 0]
+
+
+def test_decisions_send_on_a_kept_connection_not_through_the_pool(real_backend, monkeypatch):
+    """After the first decision, none takes a connection from the pool or opens one."""
+    view = ThreeThrottlesView.as_view()
+    assert view(request_anonymous()).status_code == 200
+    checkouts = [0]
+    original = redis.ConnectionPool.get_connection
+
+    def counting(self, *args, **kwargs):
+        checkouts[0] += 1
+        return original(self, *args, **kwargs)
+
+    get_client().ping()  # the pool holds a connection of its own (for the take-back)
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection", counting)
+    clients_before = len(real_backend.raw.client_list())
+    statuses = [view(request_anonymous()).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert checkouts[0] == 1  # the take-back of the refusal: a pooled connection, once
+    assert len(real_backend.raw.client_list()) == clients_before
+    kept = scripts._kept(get_client())
+    assert kept is not None and len(kept.idle) == 1
+
+
+def test_kept_connections_are_closed_with_the_client_and_never_shared_after_a_fork(real_backend):
+    """``close()`` closes the kept connections; a forked child keeps its own."""
+    client = get_client()
+    assert ratelimit.decide(ratelimit.LOG, "rt_kept", "a", LIMITS).allowed
+    kept = scripts._kept(client)
+    assert kept is not None and [c._sock is not None for c in kept.idle] == [True]
+    conn = kept.idle[0]
+    scripts._forked()  # what os.fork() runs in the child
+    child = scripts._kept(client)
+    assert child is not kept and child is not None and child.idle == []
+    client.close()
+    assert conn._sock is None
+
+
+def test_a_bounded_or_retrying_pool_keeps_no_connection(real_backend):
+    """Kept connections are never handed to other callers: only unbounded pools keep them."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    url = real_backend.settings["REDIS_URL"]
+    assert scripts._direct(redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0)))
+    bounded = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), max_connections=4)
+    assert not scripts._direct(bounded)
+    assert not scripts._direct(redis.Redis.from_url(url))  # redis-py retries by default
