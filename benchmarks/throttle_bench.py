@@ -45,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
     percentile,
     ratio_table,
     redis_server_version,
+    write_between_markers,
 )
 
 SAMPLES = 3000
@@ -732,17 +733,6 @@ def machine_line() -> str:
     )
 
 
-START, END = "<!-- throttle-bench:start -->", "<!-- throttle-bench:end -->"
-
-
-def write_markdown(path: Path, lines: list[str]) -> None:
-    """Replace the text between the throttle markers of ``path`` with ``lines``."""
-    text = path.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + START + "\n" + "\n".join(lines).rstrip() + "\n" + END + tail)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPU 0")
@@ -767,7 +757,7 @@ def main() -> int:
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             print(output)
             lines += [*output.splitlines(), ""]
-        write_markdown(args.markdown, lines)
+        write_between_markers(args.markdown, "throttle-bench", lines)
         print(f"written to {args.markdown}")
         return 0
 
