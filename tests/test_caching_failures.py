@@ -2,8 +2,9 @@
 
 Stampedes (many threads on one cold key), a lock holder that died (on fakeredis
 too: no threads, and mutation testing runs it), a Redis that stops or hangs: the
-view must still answer 200, and run as few times as the design promises. Assertions are about behaviour (how often the view ran, what
-was answered), never about how long anything took.
+view must still answer 200, and run as few times as the design promises.
+Assertions are about behaviour (how often the view ran, what was answered), never
+about how long anything took.
 """
 
 from __future__ import annotations
