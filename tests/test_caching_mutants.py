@@ -453,29 +453,35 @@ def test_an_unhashable_extensions_key_function_gets_keywords_with_the_url_argume
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (
+        pytest.param(
             lambda: cache_response(30, lambda v, r: "k"),
             "cache_response() takes only timeout by position; pass the others by name, ",
+            id="misplaced",
         ),
-        (
+        pytest.param(
             lambda: cache_response(cache_errors=True),
             "cached (an error served from the cache would hide the recovery)",
+            id="cache-errors",
         ),
-        (
+        pytest.param(
             lambda: cache_response(cache="default"),
             "toolkit's Redis (DRF_REDIS_TOOLKIT['REDIS_URL']), not in a Django cache alias",
+            id="cache-alias",
         ),
-        (
+        pytest.param(
             lambda: cache_response(timeout="not an attribute"),
             "cache_response(timeout='not an attribute'): a string must name an attribute",
+            id="timeout-name",
         ),
-        (
+        pytest.param(
             lambda: cache_response(timeout=[30]),
             "cache_response(timeout=[30]): seconds, or a view attribute name",
+            id="timeout-type",
         ),
-        (
+        pytest.param(
             lambda: cache_response(key_func=3),
             "cache_response(key_func=3): a callable or a method name",
+            id="key-func-type",
         ),
     ],
 )

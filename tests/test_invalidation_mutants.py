@@ -128,6 +128,22 @@ def test_a_forked_worker_polls_the_outbox_at_its_first_request():
         outbox._last_poll[0] = saved
 
 
+def test_a_missing_outbox_table_is_warned_once_with_the_database_error(caplog, monkeypatch):
+    from django.db import DatabaseError
+
+    monkeypatch.setattr(outbox, "_tables", {})
+    with caplog.at_level(logging.WARNING, logger="drf_redis_toolkit.invalidation"):
+        outbox._missing("elsewhere", DatabaseError("no such table: x"))
+        outbox._missing("elsewhere", DatabaseError("no such table: x"))
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "drf_redis_toolkit: no outbox table in database 'elsewhere' (run migrate?): "
+        "invalidations made there during a Redis outage do not survive their process "
+        "(no such table: x)"
+    )
+    assert outbox._tables == {"elsewhere": False}
+
+
 # -- the per-process body store ---------------------------------------------------------------
 
 
