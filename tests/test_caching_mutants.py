@@ -232,6 +232,14 @@ class _TokenUser:
     pk = 7
 
 
+def test_invalidate_key_without_an_active_language(backend):
+    client = APIClient()
+    key = repr(("http", "testserver", "/mut/shared/", "", ""))
+    with translation.override(None):
+        assert client.get("/mut/shared/")["X-Cache"] == "MISS"
+        assert invalidate_key("mut-shared", key) is True
+
+
 class _NamelessUser:
     """Authenticated, but with no primary key: no entry can belong to it."""
 
@@ -414,6 +422,25 @@ def test_a_key_function_named_by_string_is_called_with_the_request(backend):
     assert _serve(ByName, "/a/?k=1")["X-Cache"] == "MISS"
     assert _serve(ByName, "/b/?k=1")["X-Cache"] == "HIT"
     assert _serve(ByName, "/a/?k=2")["X-Cache"] == "MISS"
+
+
+def test_a_named_attribute_the_view_lacks_is_reported_with_the_views_name(backend):
+    from django.core.exceptions import ImproperlyConfigured
+
+    class Lacking(APIView):
+        permission_classes = [permissions.AllowAny]
+
+        @cache_response(timeout="list_cache_timeout")
+        def get(self, request):
+            return Response({"ok": True})
+
+    message = (
+        "@cache_response(timeout='list_cache_timeout') on "
+        "test_a_named_attribute_the_view_lacks_is_reported_with_the_views_name.<locals>"
+        ".Lacking: the view has no attribute 'list_cache_timeout'"
+    )
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        _serve(Lacking)
 
 
 class _UnhashableKeyConstructor:

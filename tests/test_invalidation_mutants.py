@@ -10,13 +10,15 @@ objects (the body store, the rule registry, the retry record) get a fresh instan
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import pytest
 from catalog.models import Category, Product
+from django.core.exceptions import ImproperlyConfigured
 
 from drf_redis_toolkit import invalidation
-from drf_redis_toolkit.cache_entries import LOCAL_BODY_MAX_BYTES, Entry, LocalBodies
+from drf_redis_toolkit.cache_entries import Entry, LocalBodies
 from drf_redis_toolkit.client import redis_client
 from drf_redis_toolkit.invalidation import delivery, outbox, rules
 from drf_redis_toolkit.invalidation.rules import Names
@@ -46,6 +48,18 @@ def test_invalidates_registers_its_function_for_the_model(shop, catalog, as_keys
         assert (redis_client.get(name) is None) is as_keys
     finally:
         invalidation.unregister(Category)
+
+
+def test_register_resolves_a_label_and_refuses_what_is_no_model(shop):
+    invalidation.register("catalog.Category", namespaces=["landing:{slug}"])
+    try:
+        assert rules._registry.python[Category].namespaces == ["landing:{slug}"]
+    finally:
+        invalidation.unregister("catalog.Category")
+    with pytest.raises(ImproperlyConfigured, match=re.escape("no installed model 'nope.Nope'")):
+        invalidation.register("nope.Nope", namespaces=["x"])
+    with pytest.raises(TypeError, match=re.escape("expected a model class or 'app_label.Model'")):
+        invalidation.register(str, namespaces=["x"])
 
 
 def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
@@ -109,6 +123,23 @@ def test_a_delivery_error_on_an_old_django_is_logged_not_raised(caplog):
     assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
+def test_dropping_everything_unlinks_every_generation_and_nothing_else(backend, caplog):
+    from drf_redis_toolkit import keys as keyspace
+    from drf_redis_toolkit.generations import bump_generations
+
+    names = [f"ns:{i}" for i in range(1201)]  # more than two SCAN batches of 500
+    bump_generations(*names)
+    redis_client.set("unrelated", "kept")
+    with caplog.at_level(logging.WARNING, logger="drf_redis_toolkit.invalidation"):
+        delivery._invalidate_everything()
+    assert not any(backend.raw.exists(keyspace.generation_key(n)) for n in names[:5])
+    assert list(backend.raw.scan_iter(match=keyspace.generation_pattern(), count=1000)) == []
+    assert redis_client.get("unrelated") == "kept"
+    assert [r.getMessage() for r in caplog.records] == [
+        "drf_redis_toolkit: dropped every cache generation after a lost invalidation"
+    ]
+
+
 def test_a_fresh_retry_record_keeps_what_is_in_flight_until_settled():
     pending = delivery._Pending()
     taken = pending.take(Names(frozenset({"a"})), [("default", 1)])
@@ -151,13 +182,17 @@ def _entry(body: bytes) -> Entry:
     return Entry('"etag"', b"{}", 200, {}, True, body)
 
 
-def test_a_fresh_body_store_keeps_and_evicts_bodies():
-    store = LocalBodies(max_bytes=2 * LOCAL_BODY_MAX_BYTES)
-    first = _entry(b"x" * 10)
-    store.put("k1", first)
-    assert store.get("k1") is first
-    store.discard("k1")
-    assert store.get("k1") is None
+def test_a_fresh_body_store_counts_bytes_exactly_through_discards():
+    big, small, third = _entry(b"x" * 1000), _entry(b"y" * 100), _entry(b"z" * 500)
+    store = LocalBodies(max_bytes=big.size + small.size)  # exactly two fit
+    store.put("big", big)
+    store.put("small", small)
+    assert store.get("big") is big and store.get("small") is small
+    store.discard("absent")  # nothing to forget
+    store.discard("big")
+    assert store.get("big") is None
+    store.put("third", third)  # fits beside "small" once "big"'s bytes were given back
+    assert store.get("small") is small and store.get("third") is third
 
 
 def test_a_forked_worker_gets_an_unlocked_body_store_lock():
