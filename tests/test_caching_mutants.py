@@ -96,6 +96,35 @@ class VaryTwice(CacheResponseMixin, APIView):
         return response
 
 
+class ByRequest(Shared):
+    """Its namespace comes from ``self.request``, as many ``get_cache_namespace`` do."""
+
+    def get_cache_namespace(self, request):
+        return f"mut-ns:{self.request.query_params.get('ns')}"
+
+
+class NotCached(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
+class PostOnly(CacheResponseMixin, APIView):
+    permission_classes = [permissions.AllowAny]
+
+    def post(self, request):
+        return Response({"ok": True})
+
+
+class DecoratedViewSet(viewsets.ViewSet):
+    permission_classes = [permissions.AllowAny]
+
+    @cache_response(per_user=False, namespace="mut-decorated-viewset")
+    def retrieve(self, request, pk=None):
+        return Response({"pk": pk})
+
+
 def plain_function(request):  # a route that is no DRF view
     from django.http import HttpResponse
 
@@ -114,6 +143,10 @@ urlpatterns = [
     path("mut/query-versioned/", QueryVersioned.as_view()),
     path("mut/vary/", VaryTwice.as_view()),
     path("mut/plain/", plain_function),
+    path("mut/by-request/", ByRequest.as_view()),
+    path("mut/not-cached/", NotCached.as_view()),
+    path("mut/post-only/", PostOnly.as_view()),
+    path("mut/decorated-viewset/<str:pk>/", DecoratedViewSet.as_view({"get": "retrieve"})),
 ]
 
 
@@ -188,6 +221,18 @@ def test_invalidate_view_is_false_for_routes_that_cache_nothing(backend):
     assert entries(backend) == []
     assert invalidate_view("/mut/uncached/") is False
     assert invalidate_view("/mut/plain/") is False
+    assert invalidate_view("/mut/not-cached/") is False  # no mixin, no decorator
+    assert invalidate_view("/mut/post-only/") is False  # no GET handler
+
+
+def test_invalidate_view_gives_hooks_the_request_and_finds_decorated_viewset_actions(backend):
+    client = APIClient()
+    client.get("/mut/by-request/?ns=a")
+    client.get("/mut/decorated-viewset/b/")
+    assert len(entries(backend)) == 2
+    assert invalidate_view("/mut/by-request/?ns=a") is True
+    assert invalidate_view("/mut/decorated-viewset/b/") is True
+    assert entries(backend) == []
 
 
 def test_invalidate_key_names_positional_url_arguments(backend):
@@ -198,6 +243,7 @@ def test_invalidate_key_names_positional_url_arguments(backend):
     assert invalidate_key("mut-shared", key) is False
     assert invalidate_key("mut-shared", key, url_args=(7,)) is True
     assert client.get("/mut/positional/7/")["X-Cache"] == "MISS"
+    assert invalidate_view("/mut/positional/7/") is True  # the route's positional argument
 
 
 def test_per_user_keys_hold_the_users_model_label_and_primary_key(backend, django_user_model):
@@ -441,6 +487,21 @@ def test_a_named_attribute_the_view_lacks_is_reported_with_the_views_name(backen
     )
     with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
         _serve(Lacking)
+
+
+def test_the_mixin_after_the_drf_view_is_refused_with_the_reason():
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as refused:
+
+        class Late(APIView, CacheResponseMixin):
+            pass
+
+    assert str(refused.value) == (
+        "test_the_mixin_after_the_drf_view_is_refused_with_the_reason.<locals>.Late: put "
+        "CacheResponseMixin before the DRF view class in its bases, or the cache is never "
+        "consulted"
+    )
 
 
 class _UnhashableKeyConstructor:

@@ -32,9 +32,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.mark.parametrize("as_keys", [False, True])
 def test_invalidates_registers_its_function_for_the_model(shop, catalog, as_keys):
-    @invalidation.invalidates(Category, keys=as_keys)
     def landing(categories):
         return [f"landing:{c.slug}" for c in categories]
+
+    if as_keys:
+        invalidation.invalidates(Category, keys=True)(landing)
+    else:
+        invalidation.invalidates(Category)(landing)  # namespaces by default
 
     try:
         category = catalog.categories[0]
@@ -60,6 +64,9 @@ def test_register_resolves_a_label_and_refuses_what_is_no_model(shop):
         invalidation.register("nope.Nope", namespaces=["x"])
     with pytest.raises(TypeError, match=re.escape("expected a model class or 'app_label.Model'")):
         invalidation.register(str, namespaces=["x"])
+    with pytest.raises(ImproperlyConfigured, match=re.escape("register(catalog.Category)[")):
+        invalidation.register(Category, namespaces=["landing:{no_such_field}"])
+    invalidation.unregister(Category)  # nothing registered from Python: nothing to drop
 
 
 def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
