@@ -195,6 +195,14 @@ def test_invalidate_view_uses_the_routes_as_view_arguments(backend):
     assert entries(backend) == []
 
 
+def test_as_view_arguments_reach_the_cached_view(backend):
+    view = Shared.as_view(cache_namespace="mut-as-view")  # made inside the test
+    assert view(APIRequestFactory().get("/x/"))["X-Cache"] == "MISS"
+    assert view(APIRequestFactory().get("/x/"))["X-Cache"] == "HIT"
+    invalidate_namespace("mut-as-view")
+    assert view(APIRequestFactory().get("/x/"))["X-Cache"] == "MISS"
+
+
 def test_invalidate_view_keys_on_the_host_and_the_scheme(backend):
     client = APIClient()
     client.get("/mut/shared/", HTTP_HOST="shop.example")
@@ -264,6 +272,7 @@ def test_per_user_keys_hold_the_users_model_label_and_primary_key(backend, djang
 
     assert stored_for(alice, f"auth.user:{alice.pk}")
     assert stored_for(_TokenUser(), "_TokenUser:7")
+    assert stored_for(AnonymousUser(), "anon")
     # Anything that is not an authenticated user is the anonymous entry.
     assert invalidate_key("mut-per-user", "absent", user=object()) is False
     APIClient().get("/mut/per-user/")
@@ -293,8 +302,15 @@ class _NamelessUser:
     pk = None
 
 
+class _NoPkUser:
+    """Authenticated, and without even a ``pk`` attribute."""
+
+    is_authenticated = True
+
+
 def test_invalidate_key_of_a_user_without_a_primary_key_deletes_nothing(backend):
     assert invalidate_key("mut-shared", "anything", user=_NamelessUser()) is False
+    assert invalidate_key("mut-shared", "anything", user=_NoPkUser()) is False
     assert invalidate_key("mut-shared", "anything", user=AnonymousUser()) is False
 
 
