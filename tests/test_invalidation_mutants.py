@@ -69,6 +69,28 @@ def test_register_resolves_a_label_and_refuses_what_is_no_model(shop):
     invalidation.unregister(Category)  # nothing registered from Python: nothing to drop
 
 
+def test_a_rule_skips_only_the_instance_whose_field_is_none_and_accepts_one_string():
+    rule = rules._Rule(Product)
+    rule.add_templates(["category:{category_id}"], [], "test")
+    rule.functions.append((lambda products: "landing", False))
+    unsaved = Product(pk=None, category_id=None)
+    placed = Product(pk=2, category_id=7)
+    names = rule.names([unsaved, placed])
+    assert names == Names(frozenset({"category:7", "landing"}))
+
+
+def test_rows_in_db_reads_each_row_once_and_only_when_a_rule_needs_it(shop, catalog):
+    first, second = catalog.products[0], catalog.products[1]
+    rule = rules._Rule(Product)
+    rule.add_templates(["category:{category_id}"], [], "test")
+    rows = rules.rows_in_db(rule, Product, [first.pk, second.pk, None], "default")
+    assert sorted(r.pk for r in rows) == sorted([first.pk, second.pk])
+    assert {r.category_id for r in rows} == {first.category_id, second.category_id}
+    pk_only = rules._Rule(Product)
+    pk_only.add_templates(["product:{pk}"], [], "test")
+    assert rules.rows_in_db(pk_only, Product, [first.pk], "default") == []
+
+
 def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
     registry = rules._Registry()
     registry.settings_loaded = True  # no setting: the rules registered below only
