@@ -31,7 +31,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ## Mutation testing (docs/testing.md): every Lua mutant (tests/lua_mutants.py) on fakeredis and a
-## real redis-server, then mutmut over ratelimit.py, throttling.py, keys.py and rates.py.
+## real redis-server, then mutmut over ratelimit.py, throttling.py, keys.py, rates.py, caching.py,
+## cache_entries.py, generations.py and invalidation/ (rules.py, delivery.py, outbox.py).
 mutate: $(STAMP)
 	$(BIN)/python -m tests.lua_mutants --backends real; lua=$$?; \
 	$(BIN)/mutmut run --max-children 2; $(BIN)/mutmut results; exit $$lua

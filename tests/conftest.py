@@ -112,6 +112,7 @@ def django_db_modify_db_settings(
     Django's connection handler holds that very dict.
     """
     if DATABASE == "sqlite":
+        _own_sqlite_test_file()
         return
     if DATABASE != "postgres":
         raise pytest.UsageError(f"DRT_DATABASE={DATABASE!r}: use sqlite or postgres")
@@ -127,6 +128,23 @@ def django_db_modify_db_settings(
         del connections["default"]  # a wrapper built for SQLite would stay SQLite
     settings.DATABASES["default"].clear()
     settings.DATABASES["default"].update(entry)
+
+
+def _own_sqlite_test_file() -> None:
+    """Name the SQLite test database after this process, not the one that read the settings.
+
+    tests/settings.py names the file after its own pid. mutmut forks its workers from
+    one process that had read them, and each worker's session creates and destroys
+    the test database: two workers sharing one file wipe each other's rows, and a
+    test failing for that would count as a killed mutant.
+    """
+    import re
+
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].get("TEST") or {}
+    if test.get("NAME"):  # keeps any suffix pytest-xdist added
+        test["NAME"] = re.sub(r"drt-tests-\d+", f"drt-tests-{os.getpid()}", test["NAME"])
 
 
 @pytest.fixture(scope="session")
