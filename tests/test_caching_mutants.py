@@ -337,6 +337,22 @@ def test_content_length_is_read_from_its_own_meta_name(backend):
     assert CALLS["vary"] == 2
 
 
+def test_content_type_is_read_from_its_own_meta_name(backend):
+    """``Content-Type`` lives in ``META["CONTENT_TYPE"]``, not ``HTTP_CONTENT_TYPE``.
+
+    Sent with ``headers=``: DRF's test factory overwrites a ``CONTENT_TYPE=`` extra
+    with its own ``content_type`` argument (``application/octet-stream``), so two
+    requests "with different content types" sent that way carry the same one.
+    """
+    client = APIClient()
+    url = "/mut/vary/?vary=Content-Type"
+    csv, json_ = {"Content-Type": "text/csv"}, {"Content-Type": "application/json"}
+    assert client.get(url, headers=csv)["X-Cache"] == "MISS"
+    assert client.get(url, headers=csv)["X-Cache"] == "HIT"
+    assert client.get(url, headers=json_)["X-Cache"] == "MISS"
+    assert CALLS["vary"] == 2
+
+
 def test_a_vary_record_with_a_bad_epoch_is_discarded(backend):
     client = APIClient()
     client.get("/mut/vary/", HTTP_ACCEPT_LANGUAGE="fr")
