@@ -92,6 +92,8 @@ class LocalCache:
         self._retry_at = 0.0
         self._seq = 0
         self._floor = 0
+        #: Moved by ``reset()``: connections opened before it belong to old settings.
+        self._epoch = 0
         self._invalidated: dict[str, int] = {}
         #: A cluster's masters when tracking opened (``None``: standalone), and when
         #: the client's slot map was last compared with them.
@@ -148,6 +150,7 @@ class LocalCache:
             if self._healthy or now < self._retry_at or get_breaker().is_tripped:
                 return  # tripped: this process's own calls to Redis fail; stay on its path
             self._retry_at = now + toolkit_settings.LOCAL_CACHE_HEARTBEAT
+            epoch = self._epoch
             try:
                 client = get_client()
                 topology = tracking.masters(client)
@@ -169,6 +172,10 @@ class LocalCache:
                 logger.exception("drf_redis_toolkit: LOCAL_CACHE could not open tracking")
                 return
             with self._lock:
+                if epoch != self._epoch:  # settings changed while connecting (KEY_PREFIX...)
+                    for tracker in trackers:
+                        tracker.close()
+                    return
                 self._trackers = trackers
                 self._topology, self._topology_checked = topology, now
                 self._healthy = True
@@ -338,6 +345,7 @@ class LocalCache:
             trackers, self._trackers = self._trackers, []
             self._healthy = False
             self._retry_at = 0.0
+            self._epoch += 1
             self._clear_copies()
             self._invalidated.clear()
             self._seq += 1
