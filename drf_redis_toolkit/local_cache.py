@@ -92,7 +92,11 @@ class LocalCache:
         self._retry_at = 0.0
         self._seq = 0
         self._floor = 0
+        #: Moved by ``reset()``: connections opened before it belong to old settings.
+        self._epoch = 0
         self._invalidated: dict[str, int] = {}
+        #: What ``_invalidated`` takes, counted like the copies (BCAST brings every key).
+        self._invalidated_bytes = 0
         #: A cluster's masters when tracking opened (``None``: standalone), and when
         #: the client's slot map was last compared with them.
         self._topology: frozenset[tuple[str, int]] | None = None
@@ -109,18 +113,23 @@ class LocalCache:
         seq = self._seq
         if keys is None:
             self._clear_copies()
-            self._invalidated.clear()
+            self._forget_invalidations()
             self._floor = seq
             return
         invalidated = self._invalidated
         for name in keys:
             key = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            if key not in invalidated:
+                self._invalidated_bytes += len(key) + _OVERHEAD
             invalidated[key] = seq
             copy = self._copies.pop(key, None)
             if copy is not None:
                 self._bytes -= copy.size
-        if len(invalidated) > INVALIDATED_MAX_KEYS:
-            invalidated.clear()
+        if (
+            len(invalidated) > INVALIDATED_MAX_KEYS
+            or self._invalidated_bytes > toolkit_settings.LOCAL_CACHE_MAX_BYTES // 4
+        ):
+            self._forget_invalidations()
             self._floor = seq
 
     def forget(self, *keys: str) -> None:
@@ -128,6 +137,10 @@ class LocalCache:
         if keys and self._healthy:  # untracked: nothing held, nothing may be stored
             with self._lock:
                 self._on_invalidate([key.encode() for key in keys])
+
+    def _forget_invalidations(self) -> None:
+        self._invalidated.clear()
+        self._invalidated_bytes = 0
 
     def _clear_copies(self) -> None:
         self._copies.clear()
@@ -148,6 +161,7 @@ class LocalCache:
             if self._healthy or now < self._retry_at or get_breaker().is_tripped:
                 return  # tripped: this process's own calls to Redis fail; stay on its path
             self._retry_at = now + toolkit_settings.LOCAL_CACHE_HEARTBEAT
+            epoch = self._epoch
             try:
                 client = get_client()
                 topology = tracking.masters(client)
@@ -169,6 +183,10 @@ class LocalCache:
                 logger.exception("drf_redis_toolkit: LOCAL_CACHE could not open tracking")
                 return
             with self._lock:
+                if epoch != self._epoch:  # settings changed while connecting (KEY_PREFIX...)
+                    for tracker in trackers:
+                        tracker.close()
+                    return
                 self._trackers = trackers
                 self._topology, self._topology_checked = topology, now
                 self._healthy = True
@@ -190,7 +208,7 @@ class LocalCache:
         trackers, self._trackers = self._trackers, []
         self._healthy = False
         self._clear_copies()
-        self._invalidated.clear()
+        self._forget_invalidations()
         self._seq += 1
         self._floor = self._seq
         self._retry_at = time.monotonic() + toolkit_settings.LOCAL_CACHE_HEARTBEAT
@@ -338,8 +356,9 @@ class LocalCache:
             trackers, self._trackers = self._trackers, []
             self._healthy = False
             self._retry_at = 0.0
+            self._epoch += 1
             self._clear_copies()
-            self._invalidated.clear()
+            self._forget_invalidations()
             self._seq += 1
             self._floor = self._seq
         for tracker in trackers:
