@@ -11,7 +11,9 @@ Nothing here blocks waiting: ``drain()`` reads only what already sits in the
 sockets. It also keeps each link honest with a heartbeat: a ``PING`` sent on the
 tracking connection and answered proves that every message the node pushed
 before it has arrived (a node sends in order on one connection). A ``PING``
-unanswered after ``SOCKET_TIMEOUT`` means the link lags: ``TrackingLost``.
+unanswered after ``SOCKET_TIMEOUT`` means the link lags: ``TrackingLost``. On a
+cluster the heartbeat first reads a key of a slot the node masters, so a master
+demoted by a graceful fail-over answers ``MOVED`` instead of a quiet ``PONG``.
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def masters(client: Any) -> frozenset[tuple[str, int]] | None:
     return frozenset((node.host, int(node.port)) for node in client.get_primaries())
 
 
-def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
-    """``(connection class, connection kwargs)`` of every node holding cache keys.
+def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any], str | None]]:
+    """``(connection class, connection kwargs, probe key)`` of every node holding cache keys.
 
     A standalone client gives its pool's settings (host, port, credentials,
     TLS); a cluster client one entry per master of its current slot map.
@@ -73,7 +75,7 @@ def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
         for node in client.get_primaries():
             pool = node.redis_connection.connection_pool
             kwargs = {**pool.connection_kwargs, "host": node.host, "port": node.port}
-            nodes.append((pool.connection_class, kwargs))
+            nodes.append((pool.connection_class, kwargs, _probe_key(client, node)))
         return nodes
     pool = getattr(client, "connection_pool", None)
     connection_class = getattr(pool, "connection_class", None)
@@ -86,7 +88,21 @@ def _node_addresses(client: Any) -> list[tuple[Any, dict[str, Any]]]:
             f"{type(client).__name__} with {type(pool).__name__}: only a plain redis.Redis "
             "(REDIS_URL, CONNECTION_FACTORY, DJANGO_CACHE_ALIAS) or CLUSTER can be tracked"
         )
-    return [(connection_class, dict(pool.connection_kwargs))]  # type: ignore[union-attr]
+    return [(connection_class, dict(pool.connection_kwargs), None)]  # type: ignore[union-attr]
+
+
+def _probe_key(client: Any, node: Any) -> str | None:
+    """A key of a slot that ``node`` masters in the client's slot map (``None``: it has none).
+
+    A master demoted by a graceful fail-over (``CLUSTER FAILOVER``) keeps its tracking
+    connection open and answers ``PING``, while writes go to the new master and reach
+    it only through replication. Reading this key in each heartbeat proves more: a node
+    that no longer masters the slot answers ``MOVED``, and every copy is dropped.
+    """
+    for slot, holders in client.nodes_manager.slots_cache.items():
+        if holders and holders[0].name == node.name:
+            return keyspace.slot_probe_key(slot)
+    return None
 
 
 class TrackingUnsupported(Exception):
@@ -96,10 +112,12 @@ class TrackingUnsupported(Exception):
 class NodeTracker:
     """One node's tracking connection: its messages, its heartbeat."""
 
-    __slots__ = ("_poll", "_tls", "connection", "last_proof", "ping_sent")
+    __slots__ = ("_poll", "_tls", "connection", "last_proof", "ping_sent", "probe")
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, probe: str | None = None) -> None:
         self.connection = connection
+        #: On a cluster, a key of a slot this node masters (``_probe_key``).
+        self.probe = probe
         #: Monotonic time of the last PING answered (everything pushed before it is read).
         self.last_proof = time.monotonic()
         #: When the PING still unanswered was sent; ``None``: none outstanding.
@@ -152,6 +170,8 @@ class NodeTracker:
             now = time.monotonic()
             if self.ping_sent is None:
                 if now - self.last_proof >= heartbeat / 2:
+                    if self.probe is not None:  # answered before the PONG, or MOVED
+                        connection.send_command("EXISTS", self.probe)
                     connection.send_command("PING")
                     self.ping_sent = now
             elif now - self.ping_sent > patience:
@@ -181,7 +201,7 @@ def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list
     prefixes = keyspace.tracked_prefixes()
     trackers: list[NodeTracker] = []
     try:
-        for connection_class, kwargs in _node_addresses(client):
+        for connection_class, kwargs, probe in _node_addresses(client):
             kwargs.update(
                 protocol=3,
                 socket_timeout=socket_timeout,
@@ -189,7 +209,7 @@ def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list
                 health_check_interval=0,
             )
             connection = connection_class(**kwargs)
-            trackers.append(NodeTracker(connection))
+            trackers.append(NodeTracker(connection, probe))
             connection.connect()
             connection._parser.set_invalidation_push_handler(handler)
             args: list[str] = ["CLIENT", "TRACKING", "ON", "BCAST"]

@@ -12,6 +12,7 @@ means is pinned, and so is each error. Pure functions: no Redis needed.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -161,3 +162,17 @@ def test_errors_name_the_setting_the_rate_and_the_units():
 def test_a_limit_prints_and_converts_its_window():
     assert str(Limit(5, 60)) == "5/60s"
     assert Limit(5, 60).window_ms == 60_000
+
+
+@pytest.mark.parametrize("slot", [0, 1, 5461, 10923, 16383])
+def test_a_slot_probe_key_lands_in_its_slot(prefix, slot):
+    """``LOCAL_CACHE``'s heartbeat reads it on a master: it must hash to that master's slot."""
+    from redis.crc import key_slot
+
+    from drf_redis_toolkit.keys import slot_probe_key
+
+    key = slot_probe_key(slot)
+    assert key_slot(key.encode()) == slot
+    assert re.fullmatch(r"shop:probe:\{\d+\}", key), key
+    tag = key[key.index("{") + 1 : -1]
+    assert all(key_slot(str(n).encode()) != slot for n in range(int(tag)))  # the smallest

@@ -170,22 +170,19 @@ def test_the_memory_of_recent_invalidations_stays_within_the_cap(lc_backend):  #
         assert grown < cap, f"{grown} bytes held after the messages were applied"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a graceful fail-over (CLUSTER FAILOVER) does not break the tracking connection:"
-    " the old master, now a replica, keeps it open and answers the heartbeat PING, while"
-    " writes go to the new master and reach the old one only through replication. Local"
-    " hits make no Redis call, so the cluster client never gets the MOVED that would"
-    " change its slot map (_same_masters compares that map): with replication stalled"
-    " (partition between the nodes; here CLIENT PAUSE WRITE on the replica) the copy is"
-    " served for as long as the stall lasts. Needs a heartbeat that proves the node still"
-    " masters its slots (e.g. a keyed read answered MOVED by a replica), not just PING",
-)
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_a_graceful_failover_never_leaves_tracking_on_the_demoted_master(
     cluster_with_replicas, monkeypatch
 ):
+    """A graceful fail-over (``CLUSTER FAILOVER``) does not break the tracking connection:
+    the old master, now a replica, keeps it open and answers ``PING``, while writes go to
+    the new master and reach the old one only through replication. Local hits make no
+    Redis call, so the cluster client never gets a ``MOVED`` either. With replication
+    stalled (``CLIENT PAUSE WRITE`` on the demoted node) the old copy was served for as
+    long as the stall lasted, until the heartbeat read a key of a slot the node should
+    master (``tracking._probe_key``): the demoted node answers ``MOVED``, every copy is
+    dropped. Failed before that, 2 runs out of 2."""
     import math
 
     from redis.cluster import RedisCluster
