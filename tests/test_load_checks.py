@@ -339,3 +339,20 @@ def test_locust_exits_non_zero_on_a_task_exception(tmp_path, raise_in_task):
     )  # fmt: skip
     assert (result.returncode != 0) is raise_in_task, result.stdout + result.stderr
     assert bool(passing(locust_exit=result.returncode)) is raise_in_task
+
+
+def test_the_baseline_needs_no_304_check_and_the_toolkit_does():
+    """The baseline has no response cache: no ETag, so no client ever revalidates."""
+    from loadtests.checks import verdict
+
+    checked = {**ALL_CHECKED, "not-modified": 0}
+    common = dict(
+        locust_exit=0, requests=10, errors=0, violations={}, over_admission=0,
+        early_refusals=0, checked=checked,
+    )  # fmt: skip
+    assert verdict(mode="baseline", **common) == []
+    assert verdict(mode="toolkit", **common) == ["checks that never ran: ['not-modified']"]
+    missing_cart = {**ALL_CHECKED, "cart": 0}
+    assert verdict(mode="baseline", **{**common, "checked": missing_cart}) == [
+        "checks that never ran: ['cart']"
+    ]

@@ -115,3 +115,12 @@ def test_the_local_cache_configuration_reaches_the_server_environment():
         env = run.server_env(args, mode, "redis://127.0.0.1:1/0", Path("/tmp"))
         assert env["DRT_LOCAL_CACHE"] == extra["DRT_LOCAL_CACHE"]
         assert env["SHOP_BASELINE"] == ("1" if mode == "baseline" else "0")
+
+
+def test_the_baseline_configuration_needs_no_304_check():
+    no_304 = dict.fromkeys(REQUIRED_CHECKS, 1) | {"not-modified": 0}
+    steps = [_step(8, 130, 80, checked=no_304)]
+    assert saturate.verdict({"modes": {"baseline": {"steps": steps, "best": steps[0]}}}) == []
+    for label in ("toolkit", "toolkit + LOCAL_CACHE"):
+        reasons = saturate.verdict({"modes": {label: {"steps": steps, "best": steps[0]}}})
+        assert reasons == [f"{label}: checks that never ran in any step: ['not-modified']"]
