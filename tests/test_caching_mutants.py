@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import re
 import time
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
@@ -620,3 +621,62 @@ def test_cache_response_refusals_name_the_mistake(call, message):
     with pytest.raises(TypeError) as refused:
         call()
     assert str(refused.value) == message
+
+
+# -- options decorated inside the test (mutmut switches mutants on after imports) ------
+
+
+def test_cache_response_lock_timeout_reaches_the_single_flight_lock(backend):
+    """The lock lives ``lock_timeout`` seconds while the view computes (not the default)."""
+    ttls: list[int] = []
+
+    class Locked(APIView):
+        permission_classes = [permissions.AllowAny]
+
+        @cache_response(per_user=False, namespace="mut-locked", lock_timeout=7.5)
+        def get(self, request):
+            ttls.extend(backend.raw.pttl(key) for key in backend.raw.scan_iter(b"drt:cl:*"))
+            return Response({"ok": True})
+
+    assert _serve(Locked)["X-Cache"] == "MISS"
+    assert ttls and all(7_000 < ttl <= 7_500 for ttl in ttls), ttls
+
+
+def test_a_plain_key_function_is_called_with_the_view_and_the_request(backend):
+    seen: list[Any] = []
+
+    class Keyed(APIView):
+        permission_classes = [permissions.AllowAny]
+        tenant = "acme"
+
+        @cache_response(
+            per_user=False, key_func=lambda view, request: seen.append(view) or view.tenant
+        )
+        def get(self, request):
+            ran("keyed-by-view")
+            return Response({"ok": True})
+
+    assert _serve(Keyed, "/a/")["X-Cache"] == "MISS"
+    assert _serve(Keyed, "/b/")["X-Cache"] == "HIT"  # the key is the view's tenant only
+    assert [type(view) for view in seen] == [Keyed, Keyed]
+    assert CALLS["keyed-by-view"] == 1
+
+
+def test_a_plain_list_cache_key_func_is_called_with_the_view_and_the_request(backend):
+    """drf-extensions' ``list_cache_key_func`` as a plain function (not a KeyConstructor)."""
+    seen: list[Any] = []
+
+    class Listed(CacheResponseMixin, viewsets.ViewSet):
+        permission_classes = [permissions.AllowAny]
+        cache_per_user = False
+        list_cache_key_func = staticmethod(lambda view, request: seen.append(view) or "all")
+
+        def list(self, request):
+            ran("listed")
+            return Response({"ok": True})
+
+    view = Listed.as_view({"get": "list"})
+    assert view(APIRequestFactory().get("/l/?page=1"))["X-Cache"] == "MISS"
+    assert view(APIRequestFactory().get("/l/?page=2"))["X-Cache"] == "HIT"  # one key: "all"
+    assert [type(v) for v in seen] == [Listed, Listed]
+    assert CALLS["listed"] == 1
