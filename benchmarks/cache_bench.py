@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,11 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
     benchmark_redis,
+    passes_into_markdown,
     percentile,
     ratio_table,
     redis_server_version,
     verdict,
-    write_between_markers,
 )
 
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the cache_bench_app Django app
@@ -399,7 +398,7 @@ def hit_profile() -> list[str]:
     return [*lines, ""]
 
 
-PASSES = (["--local-cache"], [], ["--no-pin", "--local-cache"], ["--no-pin"])
+PASSES = [["--local-cache"], [], ["--no-pin", "--local-cache"], ["--no-pin"]]
 
 
 def main() -> int:
@@ -419,15 +418,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.markdown:
-        lines: list[str] = []
-        for flags in PASSES:
-            command = [sys.executable, __file__, "--samples", str(args.samples)]
-            command += ["--warmup", str(args.warmup), "--rounds", str(args.rounds), *flags]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            print(output, flush=True)
-            lines += output.splitlines()
-        write_between_markers(args.markdown, "cache-bench", lines)
-        print(f"written to {args.markdown}")
+        common = ["--samples", str(args.samples), "--warmup", str(args.warmup)]
+        common += ["--rounds", str(args.rounds)]
+        passes_into_markdown(__file__, common, PASSES, args.markdown, "cache-bench")
         return 0
     print("\n".join(run_pass(args)))
     return 0

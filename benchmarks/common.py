@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,3 +81,18 @@ def verdict(ratio: float, target: str) -> str:
     op, bound = target.split()
     ok = ratio <= float(bound) if op == "<=" else ratio >= float(bound)
     return "met" if ok else "**not met**"
+
+
+def passes_into_markdown(
+    script: str, common: list[str], passes: list[list[str]], path: Path, name: str
+) -> None:
+    """Run ``script`` once per pass (``common`` + that pass's flags), each in its own
+    process, print each pass's output and write them all between ``name``'s markers."""
+    lines: list[str] = []
+    for flags in passes:
+        command = [sys.executable, script, *common, *flags]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        print(output, flush=True)
+        lines += [*output.splitlines(), ""]
+    write_between_markers(path, name, lines)
+    print(f"written to {path}")

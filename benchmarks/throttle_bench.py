@@ -31,7 +31,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
     benchmark_redis,
+    passes_into_markdown,
     percentile,
     ratio_table,
     redis_server_version,
-    write_between_markers,
 )
 
 SAMPLES = 3000
@@ -750,15 +749,9 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.markdown:
-        lines: list[str] = []
-        for flags in ([], ["--no-pin", "--quick"]):
-            command = [sys.executable, __file__, "--rounds", str(args.rounds)]
-            command += ["--repeats", str(args.repeats), *flags]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            print(output)
-            lines += [*output.splitlines(), ""]
-        write_between_markers(args.markdown, "throttle-bench", lines)
-        print(f"written to {args.markdown}")
+        common = ["--rounds", str(args.rounds), "--repeats", str(args.repeats)]
+        passes = [[], ["--no-pin", "--quick"]]
+        passes_into_markdown(__file__, common, passes, args.markdown, "throttle-bench")
         return 0
 
     pinned = not args.no_pin
