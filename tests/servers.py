@@ -8,6 +8,7 @@ anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -55,6 +56,23 @@ CLUSTER_NODE_PORTS = (11000, 16999)  # buses on 21000-26999
 
 
 _ports = random.SystemRandom()
+
+#: Working directories made by this process for its servers, removed when it exits.
+#: A server's directory outlives ``stop()`` (``restart()`` starts a new server on it),
+#: so nothing else removes it: a day of test runs left thousands of them in /tmp.
+_SCRATCH_DIRECTORIES: list[str] = []
+
+
+def _scratch_directory(prefix: str) -> str:
+    directory = tempfile.mkdtemp(prefix=prefix)
+    _SCRATCH_DIRECTORIES.append(directory)
+    return directory
+
+
+@atexit.register
+def _remove_scratch_directories() -> None:
+    while _SCRATCH_DIRECTORIES:
+        shutil.rmtree(_SCRATCH_DIRECTORIES.pop(), ignore_errors=True)
 
 
 class PortTaken(RuntimeError):
@@ -170,7 +188,7 @@ def start_redis(
 ) -> RedisProcess:
     """Start one ``redis-server`` on a free loopback port (a cluster node, not yet joined)."""
     for attempt in range(3):  # a port taken meanwhile: another one, unless it was asked for
-        directory = tempfile.mkdtemp(prefix="drt-redis-")
+        directory = _scratch_directory("drt-redis-")
         chosen = port or free_port(cluster_bus=cluster_node)
         args = list(extra_args or [])
         if cluster_node:
@@ -353,7 +371,7 @@ def start_sentinel_setup(
     """Start master + replica + Sentinel on loopback; fail-over detection in about 1 s."""
     master = start_redis()
     replica = start_redis(["--replicaof", "127.0.0.1", str(master.port)])
-    directory = tempfile.mkdtemp(prefix="drt-sentinel-")
+    directory = _scratch_directory("drt-sentinel-")
     port = sentinel_port or free_port()
     config = os.path.join(directory, "sentinel.conf")
     with open(config, "w") as handle:
