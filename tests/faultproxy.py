@@ -94,6 +94,7 @@ class FaultProxy:
         self.bytes_up = 0  # client -> Redis, forwarded
         self.bytes_down = 0  # Redis -> client, forwarded
         self.resets = 0
+        self.delays_ms: list[float] = []  # each latency fault's added delay, in order
         self.swallowed = 0  # chunks read and dropped (blackhole, half-close): attempts seen
         self._pairs: set[_Pair] = set()
         self._loop = asyncio.new_event_loop()
@@ -224,7 +225,9 @@ class FaultProxy:
                 if self._swallow(pair) or pair.half_closed:
                     continue
                 if fault.kind == "latency":
-                    await asyncio.sleep((fault.ms + self.rng.uniform(0, fault.jitter_ms)) / 1000)
+                    delay_ms = fault.ms + self.rng.uniform(0, fault.jitter_ms)
+                    self.delays_ms.append(delay_ms)
+                    await asyncio.sleep(delay_ms / 1000)
                 if fault.kind == "reset" and self.rng.random() < fault.probability:
                     self.resets += 1  # counted before the client can see the reset
                     part = data[: max(1, len(data) // 2)] if len(data) > 1 else b""
