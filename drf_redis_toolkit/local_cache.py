@@ -50,6 +50,8 @@ _KEPT_STATES = (0, 6)
 #: Keys whose last invalidation is remembered (for stores in flight); past it, forget
 #: them all and refuse every store of a lookup that began before.
 INVALIDATED_MAX_KEYS = 100_000
+#: Seconds between two drains of the background drainer, at least (``_drain_while_idle``).
+IDLE_DRAIN_GAP = 0.01
 #: Bookkeeping bytes counted per held key, besides the key and the value.
 _OVERHEAD = 160
 _SETTINGS = CONNECTION_KEYS | {"KEY_PREFIX", "LOCAL_CACHE", "LOCAL_CACHE_MAX_BYTES"}
@@ -101,8 +103,15 @@ class LocalCache:
         #: the client's slot map was last compared with them.
         self._topology: frozenset[tuple[str, int]] | None = None
         self._topology_checked = 0.0
+        #: The thread that drains while no request does (``_drain_while_idle``); one per
+        #: process, started with the first tracking connection (a forked child starts its own).
+        self._idle_drainer: threading.Thread | None = None
+        self._tracking_opened = threading.Event()
+        #: Tests that must see a message wait, unread, for the request path's own drain.
+        self._idle_paused = False
         self.counts = dict.fromkeys(
-            ("hits", "misses", "stores", "refused", "drains", "drops", "connects"), 0
+            ("hits", "misses", "stores", "refused", "drains", "idle_drains", "drops", "connects"),
+            0,
         )
 
     # -- what Redis pushes -------------------------------------------------------
@@ -194,8 +203,51 @@ class LocalCache:
                 self._floor = self._seq + 1  # lookups begun untracked store nothing
                 self._seq += 1
                 self.counts["connects"] += 1
+            self._start_idle_drainer()
+            self._tracking_opened.set()
         finally:
             self._connect_lock.release()
+
+    def _start_idle_drainer(self) -> None:
+        if self._idle_drainer is None:
+            self._idle_drainer = threading.Thread(
+                target=self._drain_while_idle,
+                name="drf-redis-toolkit local cache drainer",
+                daemon=True,
+            )
+            self._idle_drainer.start()
+
+    def _drain_while_idle(self) -> None:
+        """Read the tracking connections as messages arrive, whether requests come or not.
+
+        BCAST sends the name of every cache key written anywhere, and Redis's default
+        ``client-output-buffer-limit`` for normal clients is no limit: a process that
+        serves no request for a while would otherwise make the server buffer every name
+        for it until its next request. This thread waits on the sockets (at most half a
+        ``LOCAL_CACHE_HEARTBEAT``, so the heartbeat stays proved and the first request
+        after a quiet spell can hit at once) and drains under the request path's lock;
+        a drain reads only what has arrived, never blocking on a socket. Consecutive
+        drains are ``IDLE_DRAIN_GAP`` apart at least, so heavy write traffic elsewhere
+        costs it a bounded number of wake-ups.
+        """
+        me = threading.current_thread()
+        while self._idle_drainer is me:  # a forked child's state names its own, or none
+            timeout = toolkit_settings.LOCAL_CACHE_HEARTBEAT / 2
+            trackers = self._trackers if self._healthy else []
+            if trackers:
+                tracking.wait_readable(trackers, timeout)
+            else:
+                self._tracking_opened.wait(timeout)
+                self._tracking_opened.clear()
+            with self._lock:
+                if (
+                    self._healthy
+                    and not self._idle_paused
+                    and self._trackers is trackers
+                    and self._drain(idle=True)
+                ):
+                    self.counts["idle_drains"] += 1
+            time.sleep(IDLE_DRAIN_GAP)
 
     def drop(self, why: object) -> None:
         """Forget every copy and close tracking now (e.g. this process lost Redis)."""
@@ -217,13 +269,17 @@ class LocalCache:
             tracker.close()
         logger.warning("drf_redis_toolkit: local cache dropped: %s", why)
 
-    def _drain(self) -> bool:
-        """Apply every message already received, on every node; ``False`` if tracking broke."""
+    def _drain(self, idle: bool = False) -> bool:
+        """Apply every message already received, on every node; ``False`` if tracking broke.
+
+        ``idle``: the background drainer's (counted apart from the request path's).
+        """
         if not self._healthy:
             return False
         heartbeat = toolkit_settings.LOCAL_CACHE_HEARTBEAT
         patience = toolkit_settings.SOCKET_TIMEOUT
-        self.counts["drains"] += 1
+        if not idle:
+            self.counts["drains"] += 1
         if self._topology is not None and not self._same_masters(heartbeat):
             return False
         try:
@@ -401,8 +457,9 @@ def forget(*keys: str) -> None:
 
 
 def stats() -> dict[str, int]:
-    """Local ``hits`` and ``misses``, ``stores`` (and ``refused`` ones), ``drains``,
-    ``drops`` of every copy, ``connects`` of the tracking connections, since start-up."""
+    """Local ``hits`` and ``misses``, ``stores`` (and ``refused`` ones), ``drains`` (on
+    the request path) and ``idle_drains`` (in the background), ``drops`` of every copy,
+    ``connects`` of the tracking connections, since start-up."""
     return dict(local_cache.counts)
 
 

@@ -189,6 +189,21 @@ class NodeTracker:
             pass
 
 
+def wait_readable(trackers: list[NodeTracker], timeout: float) -> None:
+    """Block until a tracker's socket has something to read, or ``timeout`` seconds pass.
+
+    Returns at once if a connection is closed (the caller looks at its trackers
+    again); a TLS socket's decrypted buffer counts as readable.
+    """
+    poller = select.poll()
+    for tracker in trackers:
+        sock = tracker.connection._sock
+        if sock is None or (tracker._tls and sock.pending()):
+            return
+        poller.register(sock, select.POLLIN)
+    poller.poll(timeout * 1000)
+
+
 def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list[NodeTracker]:
     """Open one tracking connection per node of ``client``; raise ``TrackingLost`` if one fails.
 
