@@ -239,14 +239,17 @@ class LocalCache:
             else:
                 self._tracking_opened.wait(timeout)
                 self._tracking_opened.clear()
-            with self._lock:
-                if (
-                    self._healthy
-                    and not self._idle_paused
-                    and self._trackers is trackers
-                    and self._drain(idle=True)
-                ):
-                    self.counts["idle_drains"] += 1
+            try:
+                with self._lock:
+                    if (
+                        self._healthy
+                        and not self._idle_paused
+                        and self._trackers is trackers
+                        and self._drain(idle=True)
+                    ):
+                        self.counts["idle_drains"] += 1
+            except Exception:  # the thread must outlive any surprise; requests drain anyway
+                logger.exception("drf_redis_toolkit: the local cache's idle drain failed")
             time.sleep(IDLE_DRAIN_GAP)
 
     def drop(self, why: object) -> None:

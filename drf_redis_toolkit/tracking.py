@@ -196,12 +196,15 @@ def wait_readable(trackers: list[NodeTracker], timeout: float) -> None:
     again); a TLS socket's decrypted buffer counts as readable.
     """
     poller = select.poll()
-    for tracker in trackers:
-        sock = tracker.connection._sock
-        if sock is None or (tracker._tls and sock.pending()):
-            return
-        poller.register(sock, select.POLLIN)
-    poller.poll(timeout * 1000)
+    try:
+        for tracker in trackers:
+            sock = tracker.connection._sock
+            if sock is None or (tracker._tls and sock.pending()):
+                return
+            poller.register(sock, select.POLLIN)
+        poller.poll(timeout * 1000)
+    except (ValueError, OSError):  # closed by another thread meanwhile (fileno -1)
+        return
 
 
 def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list[NodeTracker]:
