@@ -32,10 +32,13 @@ format: $(STAMP)
 
 ## Mutation testing (docs/testing.md): every Lua mutant (tests/lua_mutants.py) on fakeredis and a
 ## real redis-server, then mutmut over ratelimit.py, throttling.py, keys.py, rates.py, caching.py,
-## cache_entries.py, generations.py and invalidation/ (rules.py, delivery.py, outbox.py).
+## cache_entries.py, generations.py and invalidation/ (rules.py, delivery.py, outbox.py); then
+## tests/mutation_report.py prints each module's score and fails on a survivor no list classifies.
 mutate: $(STAMP)
 	$(BIN)/python -m tests.lua_mutants --backends real; lua=$$?; \
-	$(BIN)/mutmut run --max-children 2; $(BIN)/mutmut results; exit $$lua
+	$(BIN)/mutmut run --max-children 2; \
+	$(BIN)/python -m tests.mutation_report; report=$$?; \
+	[ $$lua -eq 0 ] && [ $$report -eq 0 ]
 
 ## Throttle benchmark against DRF's throttle and `limits` (pinned to CPU 0, then unpinned);
 ## prints each ratio against its target and rewrites the throttle section of docs/benchmarks.md.
