@@ -44,6 +44,7 @@ KINDS = (
     "adrf async only",
     "LOCAL_CACHE only",
     "columns read only",
+    "cluster-only",
 )
 
 
