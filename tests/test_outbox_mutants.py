@@ -4,9 +4,10 @@
 ``keep`` and ``forget`` are plain functions over the test database (SQLite here, the
 same tests on PostgreSQL): each test looks at the rows they leave, the
 ``invalidation_backlog`` signal and what is logged for operators. Nothing is mocked:
-a missing table is a table really dropped inside the test's transaction, and a
+a missing table is a table really dropped inside the test's transaction, a
 caller not allowed to use the database is code running on an event loop's thread
-(Django refuses it with ``SynchronousOnlyOperation``).
+(Django refuses it with ``SynchronousOnlyOperation``), and a second database is a
+second SQLite file (``second_database``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from catalog.models import Category
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from drf_redis_toolkit import signals
@@ -199,3 +200,71 @@ def test_forget_that_cannot_delete_warns_with_the_error_and_keeps_the_rows(caplo
     assert record.getMessage() == "drf_redis_toolkit: outbox rows not deleted"
     assert record.exc_info is not None and record.exc_info[0] is SynchronousOnlyOperation
     assert list(_stored()) == [row[1]]  # delivered again by the next poll
+
+
+# -- a second database -----------------------------------------------------------------
+
+
+@pytest.fixture
+def second_database(db, tmp_path) -> Iterator[str]:
+    """A second database, ``"other"``: a SQLite file holding the tables its tests name.
+
+    The suite's settings have one database (a second one in them would be polled by
+    every request of every test); this one exists for the test only. Created after
+    the test case set up its databases, so it is connected here: the test case lets
+    a database it does not know of run queries only on an open connection. Removed
+    before the test case tears down (``db`` is set up first, so torn down last).
+    """
+    default = dict(connections.settings["default"])
+    entry = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "other.sqlite3")}
+    connections.settings["other"] = connections.configure_settings(
+        {"default": default, "other": entry}
+    )["other"]
+    other = connections["other"]
+    other.connect()
+    try:
+        with other.schema_editor() as editor:
+            editor.create_model(Category)  # the data a write there changes
+        yield "other"
+    finally:
+        other.close()
+        del connections["other"]
+        del connections.settings["other"]
+
+
+def _create_outbox_table(alias: str) -> None:
+    with connections[alias].schema_editor() as editor:
+        editor.create_model(PendingInvalidation)
+
+
+def _pks(alias: str) -> list[int]:
+    return sorted(PendingInvalidation.objects.using(alias).values_list("pk", flat=True))
+
+
+def test_keep_and_forget_use_the_rows_own_database(second_database):
+    _create_outbox_table(second_database)
+    there = outbox.keep(Names(frozenset({"b"})), second_database)
+    assert there is not None and there[0] == "other"
+    assert _pks("other") == [there[1]] and _pks("default") == []  # written there only
+    assert PendingInvalidation.objects.using("other").get().names == outbox._encode(
+        Names(frozenset({"b"}))
+    )
+    # A row here with the same pk: only the alias tells the two apart.
+    here = PendingInvalidation.objects.create(pk=there[1], names=outbox._encode(Names()))
+    outbox.forget([there])
+    assert _pks("other") == [] and _pks("default") == [here.pk]
+    outbox.forget([("default", here.pk)])
+    assert _pks("default") == []
+
+
+def test_a_database_without_the_table_keeps_its_transaction_usable(second_database, caplog):
+    # No outbox table in "other": the row is not written, and the write it goes with,
+    # in the same transaction of that database, goes on.
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        with transaction.atomic(using=second_database):
+            assert outbox.keep(Names(frozenset({"a"})), second_database) is None
+            Category.objects.using(second_database).create(name="kept", slug="kept")
+    assert Category.objects.using(second_database).filter(slug="kept").exists()
+    assert outbox._tables == {"other": False}
+    assert "no outbox table in database 'other'" in caplog.records[0].getMessage()
+    assert _pks("default") == []
