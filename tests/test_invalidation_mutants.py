@@ -91,6 +91,15 @@ def test_rows_in_db_reads_each_row_once_and_only_when_a_rule_needs_it(shop, cata
     assert rules.rows_in_db(pk_only, Product, [first.pk], "default") == []
 
 
+def test_rows_in_db_reads_the_database_it_is_given(second_database):
+    here = Category.objects.create(name="Books", slug="here")
+    Category.objects.using(second_database).create(pk=here.pk, name="Books", slug="there")
+    rule = rules._Rule(Category)
+    rule.add_templates(["category:{slug}"], [], "test")
+    (row,) = rules.rows_in_db(rule, Category, [here.pk], second_database)
+    assert row.slug == "there" and row._state.db == "other"
+
+
 def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
     registry = rules._Registry()
     registry.settings_loaded = True  # no setting: the rules registered below only

@@ -7,7 +7,7 @@ same tests on PostgreSQL): each test looks at the rows they leave, the
 a missing table is a table really dropped inside the test's transaction, a
 caller not allowed to use the database is code running on an event loop's thread
 (Django refuses it with ``SynchronousOnlyOperation``), and a second database is a
-second SQLite file (``second_database``).
+second SQLite file (``second_database``, tests/sample_fixtures.py).
 """
 
 from __future__ import annotations
@@ -203,33 +203,6 @@ def test_forget_that_cannot_delete_warns_with_the_error_and_keeps_the_rows(caplo
 
 
 # -- a second database -----------------------------------------------------------------
-
-
-@pytest.fixture
-def second_database(db, tmp_path) -> Iterator[str]:
-    """A second database, ``"other"``: a SQLite file holding the tables its tests name.
-
-    The suite's settings have one database (a second one in them would be polled by
-    every request of every test); this one exists for the test only. Created after
-    the test case set up its databases, so it is connected here: the test case lets
-    a database it does not know of run queries only on an open connection. Removed
-    before the test case tears down (``db`` is set up first, so torn down last).
-    """
-    default = dict(connections.settings["default"])
-    entry = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "other.sqlite3")}
-    connections.settings["other"] = connections.configure_settings(
-        {"default": default, "other": entry}
-    )["other"]
-    other = connections["other"]
-    other.connect()
-    try:
-        with other.schema_editor() as editor:
-            editor.create_model(Category)  # the data a write there changes
-        yield "other"
-    finally:
-        other.close()
-        del connections["other"]
-        del connections.settings["other"]
 
 
 def _create_outbox_table(alias: str) -> None:
