@@ -69,6 +69,25 @@ def test_register_resolves_a_label_and_refuses_what_is_no_model(shop):
     invalidation.unregister(Category)  # nothing registered from Python: nothing to drop
 
 
+def test_a_refused_register_registers_none_of_its_templates(settings):
+    from tests.testapp.models import Gadget
+
+    _setting(settings, {})
+    invalidation.register(Category, namespaces=["menu"])
+    try:
+        with pytest.raises(ImproperlyConfigured, match=re.escape("['no_such_field']")):
+            invalidation.register(Category, namespaces=["landing:{slug}", "x:{no_such_field}"])
+        assert rules._registry.python[Category].namespaces == ["menu"]
+        invalidation.register(Gadget, namespaces=["gadgets"])  # a rewire: the rules in use
+        assert rules.names_for(Category(pk=1, slug="books")) == Names(frozenset({"menu"}))
+    finally:
+        invalidation.unregister(Category)
+        invalidation.unregister(Gadget)
+    with pytest.raises(ImproperlyConfigured):
+        invalidation.register(Category, keys=["y:{no_such_field}"])
+    assert Category not in rules._registry.python  # not even an empty rule
+
+
 def test_a_rule_skips_only_the_instance_whose_field_is_none_and_accepts_one_string():
     rule = rules._Rule(Product)
     rule.add_templates(["category:{category_id}"], [], "test")
