@@ -7,9 +7,10 @@ settings (``INVALIDATION``, ``KEY_PREFIX``, URLs, middleware, DRF settings), and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,6 +85,37 @@ class Catalog:
     categories: list[Any]
     tags: list[Any]
     products: list[Any]
+
+
+@pytest.fixture
+def second_database(db: Any, tmp_path: Path) -> Iterator[str]:
+    """A second database, ``"other"``: a SQLite file with catalog's ``Category`` table.
+
+    The suite's settings have one database (a second one in them would be polled by
+    every request of every test); this one exists for the test only. Created after
+    the test case set up its databases, so it is connected here: the test case lets
+    a database it does not know of run queries only on an open connection. Removed
+    before the test case tears down (``db`` is set up first, so torn down last).
+    Tests create any other table they need there with its ``schema_editor()``.
+    """
+    from catalog.models import Category
+    from django.db import connections
+
+    default = dict(connections.settings["default"])
+    entry = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "other.sqlite3")}
+    connections.settings["other"] = connections.configure_settings(
+        {"default": default, "other": entry}
+    )["other"]
+    other = connections["other"]
+    other.connect()
+    try:
+        with other.schema_editor() as editor:
+            editor.create_model(Category)  # the data a write there changes
+        yield "other"
+    finally:
+        other.close()
+        del connections["other"]
+        del connections.settings["other"]
 
 
 @pytest.fixture

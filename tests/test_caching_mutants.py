@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import threading
 import time
 from typing import Any
 
@@ -20,11 +21,14 @@ from django.contrib.auth.models import AnonymousUser
 from django.urls import path, re_path
 from django.utils import translation
 from rest_framework import permissions, viewsets
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.urlpatterns import format_suffix_patterns
 from rest_framework.versioning import QueryParameterVersioning, URLPathVersioning
 from rest_framework.views import APIView
 
+from drf_redis_toolkit import drivers
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.cache_stats import counters as _counters
 from drf_redis_toolkit.caching import (
@@ -126,6 +130,34 @@ class DecoratedViewSet(viewsets.ViewSet):
         return Response({"pk": pk})
 
 
+class PlainText(BaseRenderer):
+    media_type = "text/plain"
+    format = "txt"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return repr(data).encode()
+
+
+class TwoFormats(Shared):
+    """JSON by default, plain text for a ``.txt`` suffix (``format_suffix_patterns``)."""
+
+    renderer_classes = [JSONRenderer, PlainText]
+    cache_namespace = "mut-formats"
+
+
+class Waited(Shared):
+    """A long single-flight lock: its waiters poll until the holder stores (or 30 s)."""
+
+    cache_namespace = "mut-waited"
+    cache_lock_timeout = 30.0
+
+
+class InTest(APIView):
+    """Its ``get`` is decorated inside the tests that route to it (``monkeypatch``)."""
+
+    permission_classes = [permissions.AllowAny]
+
+
 def plain_function(request):  # a route that is no DRF view
     from django.http import HttpResponse
 
@@ -148,6 +180,9 @@ urlpatterns = [
     path("mut/not-cached/", NotCached.as_view()),
     path("mut/post-only/", PostOnly.as_view()),
     path("mut/decorated-viewset/<str:pk>/", DecoratedViewSet.as_view({"get": "retrieve"})),
+    *format_suffix_patterns([path("mut/formats/", TwoFormats.as_view())]),
+    path("mut/waited/", Waited.as_view()),
+    path("mut/in-test/", InTest.as_view()),
 ]
 
 
@@ -680,3 +715,117 @@ def test_a_plain_list_cache_key_func_is_called_with_the_view_and_the_request(bac
     assert view(APIRequestFactory().get("/l/?page=2"))["X-Cache"] == "HIT"  # one key: "all"
     assert [type(v) for v in seen] == [Listed, Listed]
     assert CALLS["listed"] == 1
+
+
+# -- invalidate_view: the format suffix and the handler --------------------------------
+
+
+def test_invalidate_view_negotiates_the_format_a_url_suffix_names(backend):
+    client = APIClient()
+    text = client.get("/mut/formats.txt")
+    assert text["Content-Type"].startswith("text/plain") and text["X-Cache"] == "MISS"
+    assert client.get("/mut/formats.txt")["X-Cache"] == "HIT"
+    assert invalidate_view("http://testserver/mut/formats.txt") is True
+    assert client.get("/mut/formats.txt")["X-Cache"] == "MISS"
+
+
+def test_invalidate_view_gives_an_extensions_key_function_the_handler(backend, monkeypatch):
+    from rest_framework_extensions.key_constructor.constructors import DefaultKeyConstructor
+
+    # DefaultKeyConstructor's unique_method_id bit reads view_method.__name__.
+    @cache_response(per_user=False, namespace="mut-in-test", key_func=DefaultKeyConstructor())
+    def get(self, request):
+        ran("in-test")
+        return Response({"ok": True})
+
+    monkeypatch.setattr(InTest, "get", get, raising=False)
+    client = APIClient()
+    assert client.get("/mut/in-test/")["X-Cache"] == "MISS"
+    assert client.get("/mut/in-test/")["X-Cache"] == "HIT"
+    assert invalidate_view("/mut/in-test/") is True
+    assert client.get("/mut/in-test/")["X-Cache"] == "MISS"
+    assert CALLS["in-test"] == 2
+
+
+# -- a request that waited for another's lock ------------------------------------------
+
+
+@pytest.fixture
+def cache_get_replies(monkeypatch) -> list[Any]:
+    """What Redis answered each ``cache_get`` of the sync driver (the real call still runs)."""
+    replies: list[Any] = []
+    original = drivers.Script.run
+
+    def recording(self):
+        reply = original(self)
+        if self.name == "cache_get":
+            replies.append(reply)
+        return reply
+
+    monkeypatch.setattr(drivers.Script, "run", recording)
+    return replies
+
+
+def _stored_while_waiting(backend, compute_ms: int | None = None) -> tuple[bytes, threading.Thread]:
+    """Cache ``/mut/waited/``, then make the next request wait for a holder that stores it.
+
+    The entry and the generation are removed and a holder takes the lock; a thread
+    waits (bounded) until the waiting request's first lookup has created the new
+    generation (that same atomic lookup found the lock taken: the request now polls),
+    then stores the entry under it, as the holder would, and releases the lock.
+    ``compute_ms`` rewrites how long the holder took to compute it.
+    """
+    first = APIClient().get("/mut/waited/")
+    assert first["X-Cache"] == "MISS"
+    (entry,) = [k for k in backend.raw.scan_iter(match=b"drt:c:*", count=1000)]
+    lock = keyspace.cache_lock_key(entry.decode()).encode()
+    gen_key = keyspace.generation_key("mut-waited").encode()
+    raw = backend.raw.get(entry)
+    _gen, delta, rest = raw.split(b" ", 2)
+    if compute_ms is not None:
+        delta = str(compute_ms).encode()
+    backend.raw.delete(entry, gen_key)
+    backend.raw.set(lock, b"holder", px=60_000)
+
+    def holder() -> None:
+        for _ in range(10_000):  # at most ~10 s
+            generation = backend.raw.get(gen_key)
+            if generation is not None:
+                backend.raw.set(entry, b" ".join([generation, delta, rest]), px=60_000)
+                backend.raw.delete(lock)
+                return
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    return first, thread
+
+
+def test_a_waiter_holding_the_etag_gets_a_304_from_the_entrys_head_only(backend, cache_get_replies):
+    first, holder = _stored_while_waiting(backend)
+    try:
+        response = APIClient().get("/mut/waited/", HTTP_IF_NONE_MATCH=first["ETag"])
+    finally:
+        holder.join(timeout=30)
+    assert not holder.is_alive()
+    assert response.status_code == 304 and response["X-Cache"] == "HIT"
+    assert CALLS["shared"] == 1
+    if backend.settings.get("LOCAL_CACHE"):
+        return  # a copy kept in memory needs the whole entry: no ETag is offered then
+    assert int(cache_get_replies[-1][2]) == 5  # "a hit, and its ETag is the one offered"
+    # As documented (docs/caching.md, "ETag and 304"): Redis never sent the body.
+    assert all(first.content not in (reply[1] or b"") for reply in cache_get_replies)
+
+
+def test_a_waiter_serves_a_slow_views_entry_without_refreshing_it(backend):
+    # Computing took 2 minutes, longer than the entry has left: only early refresh
+    # (off here) would recompute it, and never for a request that waited for it.
+    first, holder = _stored_while_waiting(backend, compute_ms=120_000)
+    try:
+        response = APIClient().get("/mut/waited/")
+    finally:
+        holder.join(timeout=30)
+    assert not holder.is_alive()
+    assert response.status_code == 200 and response["X-Cache"] == "HIT"
+    assert response.content == first.content
+    assert CALLS["shared"] == 1

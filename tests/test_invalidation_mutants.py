@@ -69,6 +69,25 @@ def test_register_resolves_a_label_and_refuses_what_is_no_model(shop):
     invalidation.unregister(Category)  # nothing registered from Python: nothing to drop
 
 
+def test_a_refused_register_registers_none_of_its_templates(settings):
+    from tests.testapp.models import Gadget
+
+    _setting(settings, {})
+    invalidation.register(Category, namespaces=["menu"])
+    try:
+        with pytest.raises(ImproperlyConfigured, match=re.escape("['no_such_field']")):
+            invalidation.register(Category, namespaces=["landing:{slug}", "x:{no_such_field}"])
+        assert rules._registry.python[Category].namespaces == ["menu"]
+        invalidation.register(Gadget, namespaces=["gadgets"])  # a rewire: the rules in use
+        assert rules.names_for(Category(pk=1, slug="books")) == Names(frozenset({"menu"}))
+    finally:
+        invalidation.unregister(Category)
+        invalidation.unregister(Gadget)
+    with pytest.raises(ImproperlyConfigured):
+        invalidation.register(Category, keys=["y:{no_such_field}"])
+    assert Category not in rules._registry.python  # not even an empty rule
+
+
 def test_a_rule_skips_only_the_instance_whose_field_is_none_and_accepts_one_string():
     rule = rules._Rule(Product)
     rule.add_templates(["category:{category_id}"], [], "test")
@@ -91,6 +110,15 @@ def test_rows_in_db_reads_each_row_once_and_only_when_a_rule_needs_it(shop, cata
     assert rules.rows_in_db(pk_only, Product, [first.pk], "default") == []
 
 
+def test_rows_in_db_reads_the_database_it_is_given(second_database):
+    here = Category.objects.create(name="Books", slug="here")
+    Category.objects.using(second_database).create(pk=here.pk, name="Books", slug="there")
+    rule = rules._Rule(Category)
+    rule.add_templates(["category:{slug}"], [], "test")
+    (row,) = rules.rows_in_db(rule, Category, [here.pk], second_database)
+    assert row.slug == "there" and row._state.db == "other"
+
+
 def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
     registry = rules._Registry()
     registry.settings_loaded = True  # no setting: the rules registered below only
@@ -101,6 +129,95 @@ def test_a_fresh_registry_merges_the_rules_of_the_model_and_its_parents():
     assert found is not None and found.namespaces == ["product:{pk}"]
     assert registry.rule_for(Category) is None
     assert registry.merged == {Product: found, Category: None}
+
+
+def _setting(settings, invalidation_rules):
+    settings.DRF_REDIS_TOOLKIT = {**settings.DRF_REDIS_TOOLKIT, "INVALIDATION": invalidation_rules}
+
+
+def test_the_setting_gives_a_model_its_namespaces_and_its_keys(settings):
+    _setting(
+        settings,
+        {"catalog.Category": {"namespaces": ["categories", "category:{slug}"], "keys": ["c:{pk}"]}},
+    )
+    assert rules.names_for(Category(pk=3, name="Books", slug="books")) == Names(
+        frozenset({"categories", "category:books"}), frozenset({"c:3"})
+    )
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"catalog.Nope": {}},
+            "DRF_REDIS_TOOLKIT['INVALIDATION']['catalog.Nope']: no installed model 'catalog.Nope'",
+        ),
+        (
+            {"catalog.Category": {"namespaces": ["category:{colour}"]}},
+            "DRF_REDIS_TOOLKIT['INVALIDATION']['catalog.Category']['namespaces']: template "
+            "'category:{colour}' names ['colour'], which are not fields of catalog.Category; "
+            "use 'pk' or one of ['description', 'id', 'name', 'slug']",
+        ),
+    ],
+    ids=["unknown-model", "unknown-field"],
+)
+def test_a_bad_setting_is_refused_naming_its_entry(settings, entry, message):
+    _setting(settings, entry)  # refused when read: at the next save (and at start-up)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        rules.names_for(Category(pk=1, name="Books", slug="books"))
+    assert str(refused.value) == message
+
+
+def test_unregister_without_python_rules_keeps_the_settings_rules(settings):
+    _setting(settings, {"catalog.Category": {"namespaces": ["categories"]}})
+    assert Category not in rules._registry.python
+    invalidation.unregister(Category)  # nothing registered from Python: nothing to drop
+    assert rules.names_for(Category(pk=1)) == Names(frozenset({"categories"}))
+
+
+@pytest.fixture
+def gadget_rules():
+    """Rules for ``Gadget`` (a parent) and ``SpecialGadget`` (its multi-table child)."""
+    from tests.testapp.models import Gadget, SpecialGadget
+
+    invalidation.register(Gadget, namespaces=["gadget:{pk}"], keys=["gadget-name:{name}"])
+    invalidation.register(SpecialGadget, namespaces=["special:{colour}"])
+    try:
+        yield
+    finally:
+        invalidation.unregister(Gadget)
+        invalidation.unregister(SpecialGadget)
+
+
+def test_a_childs_names_include_its_parents_rules(gadget_rules):
+    from tests.testapp.models import Gadget, GadgetProxy, SpecialGadget, SpecialGadgetProxy
+
+    child = SpecialGadget(pk=4, name="lamp", colour="blue")
+    expected = Names(frozenset({"gadget:4", "special:blue"}), frozenset({"gadget-name:lamp"}))
+    assert rules.names_for(child) == expected
+    # A proxy of the child: its concrete model's rules and the parent's.
+    assert rules.names_for(SpecialGadgetProxy(pk=4, name="lamp", colour="blue")) == expected
+    parent = Names(frozenset({"gadget:4"}), frozenset({"gadget-name:lamp"}))
+    assert rules.names_for(Gadget(pk=4, name="lamp")) == parent
+    assert rules.names_for(GadgetProxy(pk=4, name="lamp")) == parent
+
+
+def test_saving_a_child_invalidates_its_parents_names(gadget_rules, backend):
+    from tests.testapp.models import SpecialGadget
+
+    sent = []
+
+    def receiver(sender, namespaces, keys, **kwargs):
+        sent.append((namespaces, keys))
+
+    delivery.cache_invalidated.connect(receiver, dispatch_uid="test-child-rules")
+    try:
+        child = SpecialGadget.objects.create(name="lamp", colour="blue")
+    finally:
+        delivery.cache_invalidated.disconnect(dispatch_uid="test-child-rules")
+    assert sent == [
+        (frozenset({f"gadget:{child.pk}", "special:blue"}), frozenset({"gadget-name:lamp"}))
+    ]
 
 
 # -- delivery ------------------------------------------------------------------------------

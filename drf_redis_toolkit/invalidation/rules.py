@@ -312,9 +312,12 @@ def register(
     on the instance as saved and on its previous state.
     """
     resolved = _resolve(model)
+    # Checked apart first: a refused call must leave none of its templates behind.
+    added = _Rule(resolved)
+    added.add_templates(list(namespaces), list(keys), f"register({resolved._meta.label})")
     with _registry.lock:
-        rule = _registry.python.setdefault(resolved, _Rule(resolved))
-        rule.add_templates(list(namespaces), list(keys), f"register({resolved._meta.label})")
+        rule = _registry.python.get(resolved)
+        _registry.python[resolved] = added if rule is None else rule.merged(added)
         if apps.ready:
             _registry.rewire()
 

@@ -16,3 +16,38 @@ class CachedWidget(models.Model):
     class Meta:
         app_label = "testapp"
         ordering = ["id"]
+
+
+class Gadget(models.Model):
+    """A parent model: the rules of a model apply to its proxies and children too
+    (``tests/test_invalidation_mutants.py``)."""
+
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        app_label = "testapp"
+
+
+class SpecialGadget(Gadget):
+    """A multi-table child of ``Gadget`` (its own table, a link to the parent's row)."""
+
+    colour = models.CharField(max_length=20, default="red")
+
+    class Meta:
+        app_label = "testapp"
+
+
+class GadgetProxy(Gadget):
+    """A proxy of ``Gadget`` (the same table)."""
+
+    class Meta:
+        app_label = "testapp"
+        proxy = True
+
+
+class SpecialGadgetProxy(SpecialGadget):
+    """A proxy of the child: its concrete model is ``SpecialGadget``, whose parent is ``Gadget``."""
+
+    class Meta:
+        app_label = "testapp"
+        proxy = True
