@@ -11,6 +11,7 @@ retry loop is driven in the test's own thread, one round at a time.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -135,3 +136,144 @@ def test_an_invalidation_in_a_new_thread_is_delivered(backend):
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert errors == [] and gens.bumped() == {"thread:3"}
+
+
+# -- outages: the retry record, its bound and its outbox rows ------------------------------
+
+
+@pytest.fixture
+def retry_record(monkeypatch: pytest.MonkeyPatch) -> delivery._Pending:
+    """A fresh retry record in place of the process-wide one, with no background thread.
+
+    The tests that drive the retry loop run it in their own thread; the one that
+    checks the thread itself starts it explicitly (``_start`` is restored there).
+    """
+    fresh = delivery._Pending()
+    monkeypatch.setattr(delivery, "_pending", fresh)
+    monkeypatch.setattr(fresh, "_start", lambda: None)
+    return fresh
+
+
+class Outage:
+    """Redis down and up again: fakeredis disconnected, or a dead URL for a real backend.
+
+    The circuit breaker has no cool-down here: the first call after a failure
+    is the probe, which delivers the backlog before anything else goes through.
+    """
+
+    def __init__(self, backend: Any, settings: Any) -> None:
+        from tests import servers
+
+        self.backend, self.settings, self.servers = backend, settings, servers
+        self.dead_url = f"redis://127.0.0.1:{servers.free_port()}/0"
+        self.up()
+
+    def down(self) -> None:
+        if self.backend.name == "fake":
+            self.servers.FAKE_SERVER.connected = False
+        else:
+            self.settings.DRF_REDIS_TOOLKIT = {
+                **self.backend.settings,
+                "REDIS_URL": self.dead_url,
+                "CIRCUIT_BREAKER_COOLDOWN": 0,
+            }
+
+    def up(self) -> None:
+        self.servers.FAKE_SERVER.connected = True
+        if self.backend.name != "fake" or self.settings.DRF_REDIS_TOOLKIT.get(
+            "CIRCUIT_BREAKER_COOLDOWN"
+        ) != 0:
+            self.settings.DRF_REDIS_TOOLKIT = {**self.backend.settings, "CIRCUIT_BREAKER_COOLDOWN": 0}
+
+
+@pytest.fixture
+def outage(backend: Any, settings: Any) -> Iterator[Outage]:
+    control = Outage(backend, settings)
+    try:
+        yield control
+    finally:
+        control.servers.FAKE_SERVER.connected = True
+
+
+@pytest.fixture
+def backlog_events() -> Iterator[list[dict[str, Any]]]:
+    """What ``invalidation_backlog`` sent, one dict of keyword arguments per event."""
+    from drf_redis_toolkit import signals
+
+    events: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        kwargs.pop("signal", None)
+        events.append(kwargs)
+
+    signals.invalidation_backlog.connect(receiver, dispatch_uid="test-backlog-events")
+    try:
+        yield events
+    finally:
+        signals.invalidation_backlog.disconnect(dispatch_uid="test-backlog-events")
+
+
+def _outbox_rows() -> int:
+    from drf_redis_toolkit.models import PendingInvalidation
+
+    return PendingInvalidation.objects.count()
+
+
+def _generation_exists(backend: Any, name: str) -> bool:
+    from drf_redis_toolkit import keys as keyspace
+
+    return bool(backend.raw.exists(keyspace.generation_key(name)))
+
+
+NOTHING_PENDING = {"namespaces": [], "keys": [], "overflowed": False}
+FAILED = re.compile(
+    r"drf_redis_toolkit: could not invalidate 2 namespace\(s\) and 1 key\(s\) "
+    r"\(Redis unavailable: .+\); kept for a retry when Redis answers \(3 name\(s\) pending\)"
+)
+
+
+def test_a_failed_delivery_is_logged_kept_with_its_row_and_delivered_on_recovery(
+    backend, outage, retry_record, caplog, backlog_events
+):
+    from drf_redis_toolkit.client import redis_client
+
+    redis_client.set("out:key", "cached")
+    gens = Generations(["out:a", "out:b", "out:key"])
+    outage.down()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert invalidation.invalidate_now(["out:a", "out:b"], "out:key") is False
+        assert invalidation.retry_pending() is False  # still down: kept, not lost
+    (record,) = _toolkit_records(caplog)
+    assert record.levelno == logging.ERROR
+    assert FAILED.fullmatch(record.getMessage()), record.getMessage()
+    assert invalidation.pending_invalidations() == {
+        "namespaces": ["out:a", "out:b"],
+        "keys": ["out:key"],
+        "overflowed": False,
+    }
+    assert invalidation.is_pending("out:a") and invalidation.is_pending("out:key")
+    assert _outbox_rows() == 1  # written after the commit, since the delivery failed
+    # The row was written, then the names kept: three pending, twice (the retry failed too).
+    assert backlog_events == [
+        {"pending": None, "delivered": 0, "outbox_written": 1, "outbox_delivered": 0},
+        {"pending": 3, "delivered": 0, "outbox_written": 0, "outbox_delivered": 0},
+        {"pending": 3, "delivered": 0, "outbox_written": 0, "outbox_delivered": 0},
+    ]
+    backlog_events.clear()
+    caplog.clear()
+
+    outage.up()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert invalidation.retry_pending() is True
+    assert gens.bumped() == {"out:a", "out:b", "out:key"}
+    assert redis_client.get("out:key") is None
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+    assert not invalidation.is_pending("out:a") and not invalidation.is_pending("out:key")
+    assert _outbox_rows() == 0  # delivered: its row is deleted
+    assert backlog_events == [
+        {"pending": 0, "delivered": 3, "outbox_written": 0, "outbox_delivered": 0},
+        {"pending": None, "delivered": 0, "outbox_written": 0, "outbox_delivered": 1},
+    ]
+    assert [(r.levelno, r.getMessage()) for r in _toolkit_records(caplog)] == [
+        (logging.WARNING, "drf_redis_toolkit: delivered 3 invalidation(s) kept during a Redis outage")
+    ]
