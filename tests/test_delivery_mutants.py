@@ -277,3 +277,163 @@ def test_a_failed_delivery_is_logged_kept_with_its_row_and_delivered_on_recovery
     assert [(r.levelno, r.getMessage()) for r in _toolkit_records(caplog)] == [
         (logging.WARNING, "drf_redis_toolkit: delivered 3 invalidation(s) kept during a Redis outage")
     ]
+
+
+def test_with_nothing_pending_a_retry_or_an_empty_invalidation_does_nothing(
+    backend, retry_record, caplog, backlog_events
+):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        assert invalidation.retry_pending() is True
+        assert invalidation.retry_pending() is True
+        assert invalidation.invalidate_now() is True  # no name: nothing to refuse
+    assert _toolkit_records(caplog) == [] and backlog_events == []
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+    # Nothing is left behind either: every probe after an outage runs this retry.
+    assert retry_record.in_flight == []
+
+
+def test_the_record_overflows_past_max_pending_names_with_one_critical_line(retry_record, caplog):
+    Names, Backlog = invalidation.Names, delivery._Backlog
+    full = Names(frozenset(f"full:{i}" for i in range(delivery.MAX_PENDING)))
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        retry_record.put(Backlog(full))
+        assert invalidation.pending_invalidations()["overflowed"] is False  # exactly full
+        assert _toolkit_records(caplog) == []
+        retry_record.put(Backlog(Names(keys=frozenset({"one:more"}))))
+        assert invalidation.pending_invalidations() == {
+            "namespaces": [],
+            "keys": [],
+            "overflowed": True,
+        }
+        assert invalidation.is_pending("any:name")  # while overflowed, every name is
+        said = [(r.levelno, r.getMessage()) for r in _toolkit_records(caplog)]
+        assert said == [
+            (
+                logging.CRITICAL,
+                "drf_redis_toolkit: more than 10000 invalidations pending; every cached "
+                "generation will be dropped when Redis answers",
+            )
+        ]
+        more = Names(frozenset(f"more:{i}" for i in range(delivery.MAX_PENDING + 1)))
+        retry_record.put(Backlog(more))  # overflows again: already said
+    assert [(r.levelno, r.getMessage()) for r in _toolkit_records(caplog)] == said
+
+
+@pytest.mark.parametrize("with_row", [False, True], ids=["no-row", "with-row"])
+def test_an_overflowed_record_drops_every_generation_on_recovery(
+    backend, outage, retry_record, with_row
+):
+    from drf_redis_toolkit.generations import bump_generations
+    from drf_redis_toolkit.invalidation import outbox
+
+    bump_generations("old:1")
+    assert _generation_exists(backend, "old:1")
+    rows = [outbox.keep(invalidation.Names(frozenset({"row:1"})), "default")] if with_row else []
+    overflowing = frozenset(f"n:{i}" for i in range(delivery.MAX_PENDING + 1))
+    retry_record.put(delivery._Backlog(invalidation.Names(overflowing), False, frozenset(rows)))
+    assert invalidation.retry_pending() is True
+    assert not _generation_exists(backend, "old:1")  # every generation dropped
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+    assert _outbox_rows() == 0  # the overflow kept the row, and its delivery deleted it
+
+
+def test_a_later_delivery_carries_the_overflow_even_when_it_fails_first(
+    backend, outage, retry_record
+):
+    from drf_redis_toolkit.generations import bump_generations
+
+    bump_generations("old:2")
+    retry_record.put(delivery._Backlog(overflowed=True))
+    outage.down()
+    assert invalidation.invalidate_now("new:1") is False  # took the overflow, gave it back
+    assert invalidation.pending_invalidations()["overflowed"] is True
+    outage.up()
+    assert invalidation.invalidate_now("new:2") is True  # carries the overflow first
+    assert not _generation_exists(backend, "old:2")
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+def test_an_overflow_being_delivered_is_still_pending(retry_record):
+    retry_record.put(delivery._Backlog(overflowed=True))
+    taken = retry_record.take()  # a delivery in flight, in some thread
+    assert invalidation.pending_invalidations()["overflowed"] is True
+    assert invalidation.is_pending("any:name")
+    retry_record.settle(taken)
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+def test_a_delivery_gaining_an_outbox_row_leaves_another_in_flight_pending(retry_record):
+    first = retry_record.take(invalidation.Names(frozenset({"first"})))
+    second = retry_record.take(invalidation.Names(frozenset({"second"})))
+    grown = retry_record.with_rows(second, [("default", 1)])
+    assert invalidation.pending_invalidations()["namespaces"] == ["first", "second"]
+    retry_record.settle(grown)
+    assert invalidation.pending_invalidations()["namespaces"] == ["first"]
+    retry_record.settle(first)
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["plain", "batched"])
+def test_a_row_kept_while_redis_was_known_down_is_deleted_by_the_delivery_at_the_commit(
+    backend, outage, retry_record, batched
+):
+    from contextlib import nullcontext
+
+    from drf_redis_toolkit import connection
+
+    sent: list[frozenset[str]] = []
+
+    def receiver(sender: Any, namespaces: frozenset[str], **kwargs: Any) -> None:
+        sent.append(namespaces)
+
+    gens = Generations(["known:1"])
+    connection.get_breaker().record_failure()  # this process saw Redis fail
+    delivery.cache_invalidated.connect(receiver, dispatch_uid="test-known-down")
+    try:
+        with transaction.atomic():
+            with invalidation.batch() if batched else nullcontext():
+                invalidation.invalidate("known:1")
+            assert _outbox_rows() == 1  # kept in the write's transaction
+    finally:
+        delivery.cache_invalidated.disconnect(dispatch_uid="test-known-down")
+    # Redis answered at the commit: delivered, and the row written for it deleted.
+    assert sent == [frozenset({"known:1"})]
+    assert gens.bumped() == {"known:1"}
+    assert _outbox_rows() == 0
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+def test_adopted_rows_deliver_their_names_and_nothing_else(backend, retry_record, caplog):
+    from drf_redis_toolkit.generations import bump_generations
+    from drf_redis_toolkit.invalidation import outbox
+
+    bump_generations("other:1")
+    names = invalidation.Names(frozenset({"adopted:1"}))
+    row = outbox.keep(names, "default")
+    gens = Generations(["adopted:1", "other:1"])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert delivery.adopt(names, [row]) is True
+    assert gens.bumped() == {"adopted:1"}  # not every generation: no overflow
+    assert _outbox_rows() == 0
+    assert [r.getMessage() for r in _toolkit_records(caplog)] == [
+        "drf_redis_toolkit: delivered 1 invalidation(s) kept during a Redis outage"
+    ]
+
+
+def test_a_delivery_sends_the_backlog_first_and_reports_what_it_carried(
+    backend, outage, retry_record, backlog_events
+):
+    gens = Generations(["kept:1", "kept:2", "fresh:1"])
+    outage.down()
+    assert invalidation.invalidate_now(["kept:1", "kept:2"]) is False
+    outage.up()
+    backlog_events.clear()
+    assert invalidation.invalidate_now("fresh:1") is True
+    assert gens.bumped() == {"kept:1", "kept:2", "fresh:1"}
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+    # The two kept names went with this delivery (the probe before it had nothing left
+    # to take), and their outbox row was deleted.
+    assert backlog_events == [
+        {"pending": 0, "delivered": 2, "outbox_written": 0, "outbox_delivered": 0},
+        {"pending": None, "delivered": 0, "outbox_written": 0, "outbox_delivered": 1},
+    ]
