@@ -23,6 +23,7 @@ from drf_redis_toolkit import invalidation
 from drf_redis_toolkit.invalidation import delivery
 from tests.sample_fixtures import Generations
 from tests.testapp.models import CachedWidget
+from tests.workers import Workers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,25 +96,18 @@ def test_a_failing_delivery_outside_a_transaction_is_logged_not_raised(
 
 def test_a_batch_in_a_new_thread_delivers_once_at_its_end(backend, failing_receiver):
     gens = Generations(["thread:1", "thread:2"])
-    errors: list[BaseException] = []
     inside: list[set[str]] = []
 
-    def work() -> None:
+    def work(index: int) -> None:
         try:
             with invalidation.batch():  # the first use of the batch stack in this thread
                 invalidation.invalidate("thread:1")
                 invalidation.invalidate("thread:2")
                 inside.append(gens.bumped())
-        except BaseException as exc:  # reported to the test's thread
-            errors.append(exc)
         finally:
             connections.close_all()  # this thread's own database connection
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-    assert errors == []
+    Workers(work, 1).start().join(timeout=30)
     assert inside == [set()]  # nothing was delivered before the block ended
     assert gens.bumped() == {"thread:1", "thread:2"}
     assert failing_receiver == [frozenset({"thread:1", "thread:2"})]  # in one delivery
@@ -121,21 +115,15 @@ def test_a_batch_in_a_new_thread_delivers_once_at_its_end(backend, failing_recei
 
 def test_an_invalidation_in_a_new_thread_is_delivered(backend):
     gens = Generations(["thread:3"])
-    errors: list[BaseException] = []
 
-    def work() -> None:
+    def work(index: int) -> None:
         try:
             invalidation.invalidate("thread:3")  # no batch: the stack is read, never made
-        except BaseException as exc:
-            errors.append(exc)
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-    assert errors == [] and gens.bumped() == {"thread:3"}
+    Workers(work, 1).start().join(timeout=30)
+    assert gens.bumped() == {"thread:3"}
 
 
 # -- outages: the retry record, its bound and its outbox rows ------------------------------
@@ -180,10 +168,7 @@ class Outage:
 
     def up(self) -> None:
         self.servers.FAKE_SERVER.connected = True
-        if self.backend.name != "fake" or self.settings.DRF_REDIS_TOOLKIT.get(
-            "CIRCUIT_BREAKER_COOLDOWN"
-        ) != 0:
-            self.settings.DRF_REDIS_TOOLKIT = {**self.backend.settings, "CIRCUIT_BREAKER_COOLDOWN": 0}
+        self.settings.DRF_REDIS_TOOLKIT = {**self.backend.settings, "CIRCUIT_BREAKER_COOLDOWN": 0}
 
 
 @pytest.fixture
@@ -275,7 +260,10 @@ def test_a_failed_delivery_is_logged_kept_with_its_row_and_delivered_on_recovery
         {"pending": None, "delivered": 0, "outbox_written": 0, "outbox_delivered": 1},
     ]
     assert [(r.levelno, r.getMessage()) for r in _toolkit_records(caplog)] == [
-        (logging.WARNING, "drf_redis_toolkit: delivered 3 invalidation(s) kept during a Redis outage")
+        (
+            logging.WARNING,
+            "drf_redis_toolkit: delivered 3 invalidation(s) kept during a Redis outage",
+        )
     ]
 
 
@@ -436,4 +424,152 @@ def test_a_delivery_sends_the_backlog_first_and_reports_what_it_carried(
     assert backlog_events == [
         {"pending": 0, "delivered": 2, "outbox_written": 0, "outbox_delivered": 0},
         {"pending": None, "delivered": 0, "outbox_written": 0, "outbox_delivered": 1},
+    ]
+
+
+# -- the retry loop and its thread ---------------------------------------------------------
+
+RETRY_THREAD = "drf-redis-toolkit-invalidation-retry"
+
+
+class ScriptedSleep:
+    """Stands in for delivery.py's ``time``: records the delays the retry loop asks for.
+
+    Instead of sleeping, each call runs ``script(n)`` (``n`` counts the calls), where
+    the test brings Redis down or up, or holds a retry thread until it says so. The
+    loop's schedule is pinned as the delays it asks for, never as measured time.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.script: Any = lambda count: None
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def sleep(self, delay: float) -> None:
+        with self._lock:
+            self.delays.append(delay)
+            count = len(self.delays)
+        self.script(count)
+
+    def hold(self, count: int) -> None:
+        """A script: wait (bounded) until the test opens the gate."""
+        assert self.gate.wait(timeout=30), "the test never let the retry thread go on"
+
+
+@pytest.fixture
+def sleeps(
+    monkeypatch: pytest.MonkeyPatch, retry_record: delivery._Pending
+) -> Iterator[ScriptedSleep]:
+    scripted = ScriptedSleep()
+    monkeypatch.setattr(delivery, "time", scripted)
+    before = set(threading.enumerate())
+    try:
+        yield scripted
+    finally:
+        # Any retry thread this test started finds an empty record at its next turn.
+        retry_record.clear()
+        scripted.script = lambda count: None
+        scripted.gate.set()
+        for thread in set(threading.enumerate()) - before:
+            thread.join(timeout=30)
+
+
+def test_the_retry_loop_backs_off_while_redis_is_down_and_delivers_when_it_answers(
+    backend, outage, retry_record, sleeps
+):
+    gens = Generations(["loop:1", "loop:2"])
+    outage.down()
+    assert invalidation.invalidate_now(["loop:1", "loop:2"]) is False
+    sleeps.script = lambda count: outage.up() if count == 5 else None
+    retry_record._retry_loop()
+    # 0.1 s, doubled after each failure up to 0.5 s; back to 0.1 s after the delivery,
+    # whose next turn finds nothing left and ends the loop.
+    assert sleeps.delays == [0.1, 0.2, 0.4, 0.5, 0.5, 0.1]
+    assert gens.bumped() == {"loop:1", "loop:2"}
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+    assert _outbox_rows() == 0
+    assert retry_record.thread is None
+
+
+def test_a_retry_that_raises_is_logged_and_the_loop_goes_on(backend, retry_record, sleeps, caplog):
+    from drf_redis_toolkit import signals
+
+    raised: list[int] = []
+
+    def receiver(sender: Any, delivered: int, **kwargs: Any) -> None:
+        if delivered and not raised:
+            raised.append(delivered)
+            raise RuntimeError("backlog receiver broke")
+
+    gens = Generations(["loop:3"])
+    # Names with no outbox row (its table may be missing): still pending, still retried.
+    retry_record.put(delivery._Backlog(invalidation.Names(frozenset({"loop:3"}))))
+    signals.invalidation_backlog.connect(receiver, dispatch_uid="test-raising-backlog")
+    try:
+        with caplog.at_level(logging.ERROR, logger=LOGGER):
+            retry_record._retry_loop()
+    finally:
+        signals.invalidation_backlog.disconnect(dispatch_uid="test-raising-backlog")
+    assert raised == [1] and gens.bumped() == {"loop:3"}
+    (record,) = _toolkit_records(caplog)
+    assert (record.levelno, record.getMessage()) == (
+        logging.ERROR,
+        "drf_redis_toolkit: invalidation retry failed",
+    )
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+    # The failed turn counts as a failure (the delay doubles), then nothing is left.
+    assert sleeps.delays == [0.1, 0.2]
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+def test_the_retry_gives_up_after_its_attempts_and_the_next_failure_starts_it_again(
+    backend, outage, retry_record, sleeps, monkeypatch
+):
+    monkeypatch.setattr(delivery, "_RETRY_MAX_ATTEMPTS", 3)
+    gens = Generations(["loop:4", "loop:5"])
+    outage.down()
+    assert invalidation.invalidate_now("loop:4") is False
+    retry_record._retry_loop()
+    assert sleeps.delays == [0.1, 0.2, 0.4]  # three attempts, then it ends
+    assert retry_record.thread is None
+    assert invalidation.pending_invalidations()["namespaces"] == ["loop:4"]
+
+    monkeypatch.delattr(retry_record, "_start")  # the real thread from here on
+    sleeps.script = sleeps.hold
+    assert invalidation.invalidate_now("loop:5") is False
+    thread = retry_record.thread
+    assert thread is not None and thread.is_alive()
+    outage.up()
+    sleeps.gate.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert gens.bumped() == {"loop:4", "loop:5"}
+    assert invalidation.pending_invalidations() == NOTHING_PENDING
+
+
+def test_the_retry_runs_in_one_named_daemon_thread(
+    backend, outage, retry_record, sleeps, monkeypatch, caplog
+):
+    monkeypatch.delattr(retry_record, "_start")
+    sleeps.script = sleeps.hold
+    gens = Generations(["thread:a", "thread:b"])
+    outage.down()
+    assert invalidation.invalidate_now("thread:a") is False
+    thread = retry_record.thread
+    assert thread is not None and thread.is_alive()
+    assert invalidation.invalidate_now("thread:b") is False
+    assert retry_record.thread is thread  # one retry thread, however many failures
+    # A daemon: an outage never keeps the process from exiting.
+    assert thread.daemon is True
+    outage.up()
+    caplog.clear()  # the two failures' ERROR lines (pinned in the first outage test)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        sleeps.gate.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert gens.bumped() == {"thread:a", "thread:b"}
+    # Its log lines name it (operators read %(threadName)s).
+    assert [(r.threadName, r.getMessage()) for r in _toolkit_records(caplog)] == [
+        (RETRY_THREAD, "drf_redis_toolkit: delivered 2 invalidation(s) kept during a Redis outage")
     ]
