@@ -573,3 +573,60 @@ def test_the_retry_runs_in_one_named_daemon_thread(
     assert [(r.threadName, r.getMessage()) for r in _toolkit_records(caplog)] == [
         (RETRY_THREAD, "drf_redis_toolkit: delivered 2 invalidation(s) kept during a Redis outage")
     ]
+
+
+# -- the database a write's outbox row goes to ----------------------------------------------
+
+
+@pytest.fixture
+def outbox_table_missing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The ``default`` database without the outbox table (``migrate`` not run), for one test."""
+    from django.db import connection as db
+
+    from drf_redis_toolkit.invalidation import outbox
+    from drf_redis_toolkit.models import PendingInvalidation
+
+    monkeypatch.setattr(outbox, "_tables", {})  # what this process learnt about tables
+    table = PendingInvalidation._meta.db_table
+    with db.schema_editor() as editor:
+        editor.alter_db_table(PendingInvalidation, table, f"{table}_away")
+    try:
+        yield
+    finally:
+        with db.schema_editor() as editor:
+            editor.alter_db_table(PendingInvalidation, f"{table}_away", table)
+
+
+MISSING_TABLE = re.compile(
+    r"drf_redis_toolkit: no outbox table in database 'default' \(run migrate\?\): "
+    r"invalidations made there during a Redis outage do not survive their process \(.+\)"
+)
+
+
+@pytest.mark.parametrize(
+    ("known_down", "batched"),
+    [(False, False), (False, True), (True, False), (True, True)],
+    ids=["failing-at-commit", "failing-at-commit-batched", "known-down", "known-down-batched"],
+)
+def test_a_missing_outbox_table_is_warned_once_naming_the_writes_database(
+    backend, outage, retry_record, outbox_table_missing, caplog, known_down, batched
+):
+    from contextlib import nullcontext
+
+    outage.down()
+    if known_down:  # this process saw Redis fail: the row is written before the commit
+        assert invalidation.invalidate_now("first:1") is False
+        caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        with transaction.atomic():
+            with invalidation.batch() if batched else nullcontext():
+                invalidation.invalidate("missing:1")
+    warnings = [r for r in _toolkit_records(caplog) if r.levelno == logging.WARNING]
+    if known_down:
+        # Warned at the first write attempt (invalidate_now, cleared above): not again.
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert MISSING_TABLE.fullmatch(warning.getMessage()), warning.getMessage()
+    # The names are kept in memory all the same.
+    assert "missing:1" in invalidation.pending_invalidations()["namespaces"]
