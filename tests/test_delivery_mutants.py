@@ -1,6 +1,6 @@
 """Behaviour of invalidation/delivery.py that mutation testing found unpinned.
 
-docs/testing.md ("Mutation testing") lists what these tests were written for: the
+Written for the survivors docs/testing.md ("Mutation testing") listed as open: the
 commit hooks, the retry record's bound and rows, the retry loop and
 ``retry_pending()``. mutmut switches a mutant on in a process that has already
 imported the module, so the retry record is a fresh ``_Pending`` here (put in
