@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import django
 import redis
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.dispatch import Signal
@@ -88,13 +87,13 @@ def on_commit_robust(func: Any, alias: str) -> None:
     """Run ``func`` after the commit on ``alias``; an error in it is logged, never raised.
 
     A failing delivery must not break the write that was already committed nor
-    the other commit hooks. Django 5.0+ does this with ``robust=True``; on older
-    versions the function is wrapped to the same effect.
+    the other commit hooks. The function is wrapped to that effect on every
+    Django version, not handed over with Django 5's ``robust=True``: Django
+    logs that error through ``func.__qualname__``, which the ``partial`` given
+    here lacks, so the ``AttributeError`` escaped the commit and the later
+    hooks were skipped.
     """
-    if django.VERSION >= (5, 0):
-        transaction.on_commit(func, using=alias, robust=True)
-    else:
-        transaction.on_commit(partial(_logging_errors, func), using=alias)
+    transaction.on_commit(partial(_logging_errors, func), using=alias)
 
 
 def _logging_errors(func: Any) -> None:
