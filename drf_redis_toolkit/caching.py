@@ -1108,8 +1108,10 @@ class CacheResponseMixin:
                     f"must be callable (a KeyConstructor or a function), not {key_func!r}"
                 )
             # The handler function itself, as drf-extensions passes it (not the
-            # wrapper initial() installed on the instance).
-            name = getattr(self, "action", None) or (request.method or "get").lower()
+            # wrapper initial() installed on the instance). HEAD is answered from
+            # the GET entry, so it is keyed by the GET handler: a generic view's
+            # class has no ``head`` (Django sets it on the instance).
+            name = getattr(self, "action", None) or "get"
             handler = getattr(type(self), name, None)
             args, kwargs = getattr(self, "args", ()), getattr(self, "kwargs", {})
             key = _call_key_func(key_func, self, request, handler, args, kwargs)
