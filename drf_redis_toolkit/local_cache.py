@@ -52,6 +52,11 @@ _KEPT_STATES = (0, 6)
 INVALIDATED_MAX_KEYS = 100_000
 #: Seconds between two drains of the background drainer, at least (``_drain_while_idle``).
 IDLE_DRAIN_GAP = 0.01
+#: The drainer's longest wait for a message: half a heartbeat, but never more (``poll()``
+#: takes a C int of milliseconds; an infinite ``LOCAL_CACHE_HEARTBEAT`` is allowed).
+IDLE_WAIT_MAX = 60.0
+#: Seconds the drainer rests after a failed round (settings that do not validate...).
+IDLE_FAILURE_PAUSE = 1.0
 #: Bookkeeping bytes counted per held key, besides the key and the value.
 _OVERHEAD = 160
 _SETTINGS = CONNECTION_KEYS | {"KEY_PREFIX", "LOCAL_CACHE", "LOCAL_CACHE_MAX_BYTES"}
@@ -209,7 +214,8 @@ class LocalCache:
             self._connect_lock.release()
 
     def _start_idle_drainer(self) -> None:
-        if self._idle_drainer is None:
+        # A thread that ended anyway (an interpreter shutting down...) is replaced.
+        if self._idle_drainer is None or not self._idle_drainer.is_alive():
             self._idle_drainer = threading.Thread(
                 target=self._drain_while_idle,
                 name="drf-redis-toolkit local cache drainer",
@@ -232,25 +238,32 @@ class LocalCache:
         """
         me = threading.current_thread()
         while self._idle_drainer is me:  # a forked child's state names its own, or none
-            timeout = toolkit_settings.LOCAL_CACHE_HEARTBEAT / 2
-            trackers = self._trackers if self._healthy else []
-            if trackers:
-                tracking.wait_readable(trackers, timeout)
-            else:
-                self._tracking_opened.wait(timeout)
-                self._tracking_opened.clear()
             try:
-                with self._lock:
-                    if (
-                        self._healthy
-                        and not self._idle_paused
-                        and self._trackers is trackers
-                        and self._drain(idle=True)
-                    ):
-                        self.counts["idle_drains"] += 1
+                self._drain_when_readable()
             except Exception:  # the thread must outlive any surprise; requests drain anyway
                 logger.exception("drf_redis_toolkit: the local cache's idle drain failed")
+                time.sleep(IDLE_FAILURE_PAUSE)  # a lasting failure logs once a second
             time.sleep(IDLE_DRAIN_GAP)
+
+    def _drain_when_readable(self) -> None:
+        """One round of the drainer: wait for a message (or half a heartbeat), then drain."""
+        timeout = toolkit_settings.LOCAL_CACHE_HEARTBEAT / 2
+        if not timeout <= IDLE_WAIT_MAX:  # inf (never PING) too
+            timeout = IDLE_WAIT_MAX
+        trackers = self._trackers if self._healthy else []
+        if trackers:
+            tracking.wait_readable(trackers, timeout)
+        else:
+            self._tracking_opened.wait(timeout)
+            self._tracking_opened.clear()
+        with self._lock:
+            if (
+                self._healthy
+                and not self._idle_paused
+                and self._trackers is trackers
+                and self._drain(idle=True)
+            ):
+                self.counts["idle_drains"] += 1
 
     def drop(self, why: object) -> None:
         """Forget every copy and close tracking now (e.g. this process lost Redis)."""
