@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from drf_redis_toolkit.local_cache import local_cache, stats
+from drf_redis_toolkit.local_cache import LocalCache, local_cache, stats
 from tests.test_local_cache import (
     VALUE,
     body,
@@ -82,3 +82,109 @@ def test_the_idle_drainer_runs_with_a_heartbeat_longer_than_poll_accepts(lc_back
         get()
         for round_ in (1, 2):
             _idle_drain_applies(lc_backend, round_)
+
+
+def _listener_fails_once(monkeypatch: Any, error: BaseException) -> tuple[list[bool], list[bool]]:
+    """``(armed, fired)``: once ``armed`` (``append(True)``), the next message the
+    listener is handed raises ``error`` instead of being applied (once), and ``fired``
+    says so. The listener is bound when tracking opens: set this before the first request."""
+    armed: list[bool] = []
+    fired: list[bool] = []
+    real = LocalCache._on_invalidate
+
+    def once(self: LocalCache, keys: list[bytes] | None) -> None:
+        if armed and not fired:
+            fired.append(True)
+            raise error
+        real(self, keys)
+
+    monkeypatch.setattr(LocalCache, "_on_invalidate", once)
+    return armed, fired
+
+
+def _fresh_after_each_bump(lc_backend: Any, rounds: tuple[int, ...]) -> None:  # noqa: F811
+    """Tracking is subscribed again: another client's bumps reach this process."""
+    served_locally()
+    for round_ in rounds:
+        VALUE["lc"] = round_
+        bump_elsewhere(lc_backend, "lc")
+        deadline = time.monotonic() + 10
+        while body(get())["value"] != round_:
+            assert time.monotonic() < deadline, f"never saw {round_}: {stats()}"
+            time.sleep(0.01)
+
+
+@pytest.mark.django_db
+def test_a_message_the_listener_fails_to_apply_drops_every_copy(
+    lc_backend,  # noqa: F811
+    monkeypatch,
+    caplog,
+):
+    """redis-py calls the invalidation handler inside ``read_response()`` and, should it
+    raise, logs the error and carries on (``redis._parsers.base``): the message was
+    simply lost, the copy it named stayed, and the drainer (or a request) never knew.
+    The old copy was then served until its key happened to change again. Now the
+    failure is kept on the tracker and the drain that read it drops every copy (rule 3:
+    a message not applied is a message lost). Failed on every run before the fix."""
+    armed, fired = _listener_fails_once(monkeypatch, RuntimeError("a listener surprise"))
+    local_cache._idle_paused = False  # the drainer reads the message
+    caplog.set_level(logging.CRITICAL, logger="redis")
+    with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.2)):
+        _drop_on_a_lost_message(lc_backend, armed, fired)
+
+
+def _drop_on_a_lost_message(lc_backend: Any, armed: list[bool], fired: list[bool]) -> None:  # noqa: F811
+    VALUE["lc"] = 1
+    get()
+    served_locally()
+    armed.append(True)
+    drops = stats()["drops"]
+    VALUE["lc"] = 2
+    bump_elsewhere(lc_backend, "lc")
+    deadline = time.monotonic() + 10
+    while not fired:  # the drainer read the message, and the listener raised
+        assert time.monotonic() < deadline, stats()
+        time.sleep(0.01)
+    response = get()
+    assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
+    assert stats()["drops"] == drops + 1
+    _fresh_after_each_bump(lc_backend, (3, 4))
+
+
+class _Interrupted(BaseException):
+    """What a request can be interrupted by anywhere: a green thread's timeout
+    (``gevent.Timeout``), ``SystemExit``, ``KeyboardInterrupt``."""
+
+
+@pytest.mark.django_db
+def test_a_drain_interrupted_mid_read_never_leaves_an_untracked_connection(
+    lc_backend,  # noqa: F811
+    monkeypatch,
+):
+    """A ``BaseException`` raised while redis-py reads (here from inside the listener,
+    as a green thread's timeout can be) makes it close the connection before the
+    exception goes up; tracking stayed marked healthy. The next drain then called
+    ``can_read()``, which *reconnects* a closed connection: plain RESP3, without
+    ``CLIENT TRACKING``. It answered every ``PING`` (the heartbeat stayed proven) and
+    never sent a message again: the copies were served locally forever, whatever was
+    written. Failed on every run before the fix (the old value served)."""
+    armed, fired = _listener_fails_once(monkeypatch, _Interrupted())
+    with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.2)):
+        _no_untracked_reconnect(lc_backend, armed, fired)
+
+
+def _no_untracked_reconnect(lc_backend: Any, armed: list[bool], fired: list[bool]) -> None:  # noqa: F811
+    VALUE["lc"] = 1
+    get()
+    served_locally()
+    armed.append(True)
+    VALUE["lc"] = 2
+    bump_elsewhere(lc_backend, "lc")
+    with pytest.raises(_Interrupted):  # the request path's drain (the drainer is paused)
+        for _ in range(500):  # bounded: the message reaches the socket within moments
+            get()
+            time.sleep(0.01)
+    assert fired
+    response = get()
+    assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
+    _fresh_after_each_bump(lc_backend, (3, 4))
