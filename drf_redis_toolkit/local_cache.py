@@ -288,12 +288,16 @@ class LocalCache:
     def _drain(self, idle: bool = False) -> bool:
         """Apply every message already received, on every node; ``False`` if tracking broke.
 
-        ``idle``: the background drainer's (counted apart from the request path's).
+        ``idle``: the background drainer's (counted apart from the request path's). It
+        never drops tracking for a ``PING`` left unanswered: the missing proof already
+        stops local hits, and the next request's drain drops. Dropping in the background
+        made that request re-open tracking first, to a frozen Redis: a ``SOCKET_TIMEOUT``
+        spent on ``HELLO`` before its own lookup's (two timeouts, where one is the bound).
         """
         if not self._healthy:
             return False
         heartbeat = toolkit_settings.LOCAL_CACHE_HEARTBEAT
-        patience = toolkit_settings.SOCKET_TIMEOUT
+        patience = math.inf if idle else toolkit_settings.SOCKET_TIMEOUT
         if not idle:
             self.counts["drains"] += 1
         if self._topology is not None and not self._same_masters(heartbeat):

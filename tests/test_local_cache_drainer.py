@@ -20,6 +20,7 @@ from tests.test_local_cache import (
     bump_elsewhere,
     get,
     lc_backend,  # noqa: F401 - the fixture
+    own_server,  # noqa: F401 - the fixture
     pytestmark,  # noqa: F401 - the same skip on redis-py 5.0
     served_locally,
     tracked,
@@ -188,3 +189,71 @@ def _no_untracked_reconnect(lc_backend: Any, armed: list[bool], fired: list[bool
     response = get()
     assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
     _fresh_after_each_bump(lc_backend, (3, 4))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_frozen_redis_costs_an_idle_process_one_timeout_not_two(own_server, monkeypatch):  # noqa: F811
+    """docs/reliability.md: a request waits at most ``SOCKET_TIMEOUT`` for Redis. Before
+    the drainer, an idle process whose Redis froze (SIGSTOP) kept its tracking marked
+    up until a request came: that request's lookup timed out once and the breaker
+    opened. The drainer itself dropped tracking once its ``PING`` went unanswered, so the
+    next request first re-opened tracking (a connect to the frozen server, waiting
+    ``SOCKET_TIMEOUT`` for ``HELLO``) and then timed out on its lookup: two timeouts.
+    Failed on every run before the fix (one tracking connect, timed out, in the request)."""
+    from drf_redis_toolkit import connection
+    from drf_redis_toolkit import local_cache as local_module
+
+    settings = {
+        "REDIS_URL": own_server.url,
+        "LOCAL_CACHE": True,
+        "LOCAL_CACHE_HEARTBEAT": 0.1,
+        "SOCKET_TIMEOUT": 0.3,
+        "CIRCUIT_BREAKER_COOLDOWN": 30.0,
+    }
+    attempts: list[BaseException | None] = []
+    real_connect = local_module.tracking.connect
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            trackers = real_connect(*args, **kwargs)
+        except BaseException as exc:
+            attempts.append(exc)
+            raise
+        attempts.append(None)
+        return trackers
+
+    monkeypatch.setattr(local_module.tracking, "connect", counted)
+    local_cache._idle_paused = False
+    VALUE["lc"] = 1
+    with override_settings(DRF_REDIS_TOOLKIT=settings):
+        local_module.reset_stats()
+        connection.reset_stats()
+        get()
+        served_locally()
+        assert attempts == [None]
+        own_server.pause()
+        try:
+            # Idle now. Wait (bounded) for the drainer's PING to be SOCKET_TIMEOUT old,
+            # then for two more rounds of the drainer (the second began after that), or,
+            # before the fix, for its drop and the moment a request may re-open tracking.
+            deadline = time.monotonic() + 10
+            while True:
+                sent = [t.ping_sent for t in local_cache._trackers]
+                if sent and sent[0] is not None and time.monotonic() > sent[0] + 0.3:
+                    break
+                assert stats()["drops"] == 0 and time.monotonic() < deadline, stats()
+                time.sleep(0.01)
+            rounds = stats()["idle_drains"]
+            while stats()["idle_drains"] < rounds + 2:
+                if stats()["drops"] and local_cache.needs_connect():
+                    break
+                assert time.monotonic() < deadline, stats()
+                time.sleep(0.01)
+            response = get()  # during the freeze: one lookup, which times out
+            assert response["X-Cache"] == "MISS"
+            assert connection.stats()["timeouts"] == 1
+            assert [a for a in attempts[1:] if a is not None] == [], attempts
+            assert stats()["drops"] == 1  # by the request's own drain (rule 3)
+        finally:
+            own_server.resume()
