@@ -257,3 +257,31 @@ def test_a_frozen_redis_costs_an_idle_process_one_timeout_not_two(own_server, mo
             assert stats()["drops"] == 1  # by the request's own drain (rule 3)
         finally:
             own_server.resume()
+
+
+@pytest.mark.django_db
+def test_a_drainer_ended_by_a_base_exception_is_replaced_when_tracking_reopens(
+    lc_backend,  # noqa: F811
+    monkeypatch,
+):
+    """A ``BaseException`` is not caught by the drainer (nor should it be): it ends the
+    thread. ``_start_idle_drainer`` only started one while none was named, so the dead
+    thread stayed named and none was started again. Now the drain that finds the
+    connection redis-py closed drops tracking, and re-opening it starts a new drainer."""
+    armed, fired = _listener_fails_once(monkeypatch, _Interrupted())
+    monkeypatch.setattr("threading.excepthook", lambda args: None)  # the thread's end is expected
+    local_cache._idle_paused = False  # the drainer reads the message, and ends
+    with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.2)):
+        VALUE["lc"] = 1
+        get()
+        served_locally()
+        first = local_cache._idle_drainer
+        assert first is not None and first.is_alive()
+        armed.append(True)
+        bump_elsewhere(lc_backend, "lc")
+        first.join(10)
+        assert fired and not first.is_alive()
+        served_locally()  # the next request dropped tracking; a later one re-opened it
+        second = local_cache._idle_drainer
+        assert second is not None and second is not first and second.is_alive()
+        _idle_drain_applies(lc_backend, 2)
