@@ -131,10 +131,20 @@ def test_a_message_the_listener_fails_to_apply_drops_every_copy(
     local_cache._idle_paused = False  # the drainer reads the message
     caplog.set_level(logging.CRITICAL, logger="redis")
     with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.2)):
-        _drop_on_a_lost_message(lc_backend, armed, fired)
+        drops = _held_then_bumped(lc_backend, armed)
+        deadline = time.monotonic() + 10
+        while not fired:  # the drainer read the message, and the listener raised
+            assert time.monotonic() < deadline, stats()
+            time.sleep(0.01)
+        response = get()
+        assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
+        assert stats()["drops"] == drops + 1
+        _fresh_after_each_bump(lc_backend, (3, 4))
 
 
-def _drop_on_a_lost_message(lc_backend: Any, armed: list[bool], fired: list[bool]) -> None:  # noqa: F811
+def _held_then_bumped(lc_backend: Any, armed: list[bool]) -> int:  # noqa: F811
+    """Value 1 held locally; the listener armed; value 2 bumped by another client.
+    Returns the drops counted before the bump."""
     VALUE["lc"] = 1
     get()
     served_locally()
@@ -142,14 +152,7 @@ def _drop_on_a_lost_message(lc_backend: Any, armed: list[bool], fired: list[bool
     drops = stats()["drops"]
     VALUE["lc"] = 2
     bump_elsewhere(lc_backend, "lc")
-    deadline = time.monotonic() + 10
-    while not fired:  # the drainer read the message, and the listener raised
-        assert time.monotonic() < deadline, stats()
-        time.sleep(0.01)
-    response = get()
-    assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
-    assert stats()["drops"] == drops + 1
-    _fresh_after_each_bump(lc_backend, (3, 4))
+    return drops
 
 
 class _Interrupted(BaseException):
@@ -171,24 +174,15 @@ def test_a_drain_interrupted_mid_read_never_leaves_an_untracked_connection(
     written. Failed on every run before the fix (the old value served)."""
     armed, fired = _listener_fails_once(monkeypatch, _Interrupted())
     with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.2)):
-        _no_untracked_reconnect(lc_backend, armed, fired)
-
-
-def _no_untracked_reconnect(lc_backend: Any, armed: list[bool], fired: list[bool]) -> None:  # noqa: F811
-    VALUE["lc"] = 1
-    get()
-    served_locally()
-    armed.append(True)
-    VALUE["lc"] = 2
-    bump_elsewhere(lc_backend, "lc")
-    with pytest.raises(_Interrupted):  # the request path's drain (the drainer is paused)
-        for _ in range(500):  # bounded: the message reaches the socket within moments
-            get()
-            time.sleep(0.01)
-    assert fired
-    response = get()
-    assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
-    _fresh_after_each_bump(lc_backend, (3, 4))
+        _held_then_bumped(lc_backend, armed)
+        with pytest.raises(_Interrupted):  # the request path's drain (the drainer is paused)
+            for _ in range(500):  # bounded: the message reaches the socket within moments
+                get()
+                time.sleep(0.01)
+        assert fired
+        response = get()
+        assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
+        _fresh_after_each_bump(lc_backend, (3, 4))
 
 
 @pytest.mark.slow
