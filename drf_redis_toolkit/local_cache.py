@@ -232,9 +232,10 @@ class LocalCache:
         for it until its next request. This thread waits on the sockets (at most half a
         ``LOCAL_CACHE_HEARTBEAT``, so the heartbeat stays proved and the first request
         after a quiet spell can hit at once) and drains under the request path's lock;
-        a drain reads only what has arrived, never blocking on a socket. Consecutive
-        drains are ``IDLE_DRAIN_GAP`` apart at least, so heavy write traffic elsewhere
-        costs it a bounded number of wake-ups.
+        a drain reads only what has arrived (a message whose first bytes have arrived is
+        read to its end, as on the request path: ~30 ms for one of 15 000 key names on
+        loopback, whoever drains). Consecutive drains are ``IDLE_DRAIN_GAP`` apart at
+        least, so heavy write traffic elsewhere costs it a bounded number of wake-ups.
         """
         me = threading.current_thread()
         while self._idle_drainer is me:  # a forked child's state names its own, or none

@@ -7,13 +7,14 @@ under the toolkit's generation and entry prefixes. Whenever such a key is
 written, deleted, expires or is evicted, the node pushes its name down that
 connection; ``FLUSHALL``/``FLUSHDB`` push ``None`` ("everything").
 
-Nothing here blocks waiting: ``drain()`` reads only what already sits in the
-sockets. It also keeps each link honest with a heartbeat: a ``PING`` sent on the
-tracking connection and answered proves that every message the node pushed
-before it has arrived (a node sends in order on one connection). A ``PING``
-unanswered after ``SOCKET_TIMEOUT`` means the link lags: ``TrackingLost``. On a
-cluster the heartbeat first reads a key of a slot the node masters, so a master
-demoted by a graceful fail-over answers ``MOVED`` instead of a quiet ``PONG``.
+``drain()`` waits for nothing new: it reads what already sits in the sockets (a
+message partly arrived is read to its end, up to ``SOCKET_TIMEOUT``). It also keeps
+each link honest with a heartbeat: a ``PING`` sent on the tracking connection and
+answered proves that every message the node pushed before it has arrived (a node
+sends in order on one connection). A ``PING`` unanswered after ``SOCKET_TIMEOUT``
+means the link lags: ``TrackingLost``. On a cluster the heartbeat first reads a key
+of a slot the node masters, so a master demoted by a graceful fail-over answers
+``MOVED`` instead of a quiet ``PONG``.
 """
 
 from __future__ import annotations
