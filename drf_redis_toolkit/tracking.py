@@ -7,13 +7,14 @@ under the toolkit's generation and entry prefixes. Whenever such a key is
 written, deleted, expires or is evicted, the node pushes its name down that
 connection; ``FLUSHALL``/``FLUSHDB`` push ``None`` ("everything").
 
-Nothing here blocks waiting: ``drain()`` reads only what already sits in the
-sockets. It also keeps each link honest with a heartbeat: a ``PING`` sent on the
-tracking connection and answered proves that every message the node pushed
-before it has arrived (a node sends in order on one connection). A ``PING``
-unanswered after ``SOCKET_TIMEOUT`` means the link lags: ``TrackingLost``. On a
-cluster the heartbeat first reads a key of a slot the node masters, so a master
-demoted by a graceful fail-over answers ``MOVED`` instead of a quiet ``PONG``.
+``drain()`` waits for nothing new: it reads what already sits in the sockets (a
+message partly arrived is read to its end, up to ``SOCKET_TIMEOUT``). It also keeps
+each link honest with a heartbeat: a ``PING`` sent on the tracking connection and
+answered proves that every message the node pushed before it has arrived (a node
+sends in order on one connection). A ``PING`` unanswered after ``SOCKET_TIMEOUT``
+means the link lags: ``TrackingLost``. On a cluster the heartbeat first reads a key
+of a slot the node masters, so a master demoted by a graceful fail-over answers
+``MOVED`` instead of a quiet ``PONG``.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class TrackingUnsupported(Exception):
 class NodeTracker:
     """One node's tracking connection: its messages, its heartbeat."""
 
-    __slots__ = ("_poll", "_tls", "connection", "last_proof", "ping_sent", "probe")
+    __slots__ = ("_poll", "_tls", "connection", "failure", "last_proof", "ping_sent", "probe")
 
     def __init__(self, connection: Any, probe: str | None = None) -> None:
         self.connection = connection
@@ -124,6 +125,24 @@ class NodeTracker:
         self.ping_sent: float | None = None
         self._poll: Any = None
         self._tls = False
+        #: What the listener raised on a message (``listen``): that message is lost.
+        self.failure: Exception | None = None
+
+    def listen(self, on_invalidate: Listener) -> Callable[[Any], None]:
+        """The push handler for this connection's parser.
+
+        redis-py logs and swallows what a push handler raises: a message the listener
+        failed to apply would be lost without a trace. It is kept here instead, and
+        the drain that read it raises ``TrackingLost`` (every copy dropped).
+        """
+
+        def handler(message: Any) -> None:
+            try:
+                on_invalidate(message[1] if len(message) > 1 else None)
+            except Exception as exc:  # noqa: BLE001 - reported by drain()
+                self.failure = exc
+
+        return handler
 
     def _watch(self) -> None:
         """Register the socket for ``_quiet()``, once a drain has emptied the parser
@@ -157,6 +176,10 @@ class NodeTracker:
         """
         connection = self.connection
         read = 0
+        if connection._sock is None:
+            # redis-py closed it (an exception, even a BaseException, mid-read): its
+            # can_read() or send_command() would silently reopen it, untracked.
+            raise TrackingLost("the tracking connection was closed")
         try:
             # Only before the first read: a read can leave whole messages in the parser.
             if not self._quiet():
@@ -165,6 +188,8 @@ class NodeTracker:
                     read += 1
                     if reply in (b"PONG", "PONG") and self.ping_sent is not None:
                         self.last_proof, self.ping_sent = self.ping_sent, None
+                if self.failure is not None:
+                    raise TrackingLost(f"a message was not applied: {self.failure!r}")
                 if self._poll is None:  # the first full drain: the invariant holds from here
                     self._watch()
             now = time.monotonic()
@@ -212,10 +237,6 @@ def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list
 
     Raises ``TrackingUnsupported`` for a client whose connections cannot be tracked.
     """
-
-    def handler(message: Any) -> None:
-        on_invalidate(message[1] if len(message) > 1 else None)
-
     prefixes = keyspace.tracked_prefixes()
     trackers: list[NodeTracker] = []
     try:
@@ -227,9 +248,10 @@ def connect(client: Any, on_invalidate: Listener, socket_timeout: float) -> list
                 health_check_interval=0,
             )
             connection = connection_class(**kwargs)
-            trackers.append(NodeTracker(connection, probe))
+            tracker = NodeTracker(connection, probe)
+            trackers.append(tracker)
             connection.connect()
-            connection._parser.set_invalidation_push_handler(handler)
+            connection._parser.set_invalidation_push_handler(tracker.listen(on_invalidate))
             args: list[str] = ["CLIENT", "TRACKING", "ON", "BCAST"]
             for prefix in prefixes:
                 args += ["PREFIX", prefix]
