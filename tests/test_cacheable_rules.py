@@ -37,6 +37,17 @@ class Page(CacheResponseMixin, APIView):
         return Response({"page": 1})
 
 
+class QuietBrowsable(BrowsableAPIRenderer):
+    """A browsable renderer whose page reads no CSRF token (a project's own template)."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return b"<html>the page of one user</html>"
+
+
+class QuietPage(Page):
+    renderer_classes = [JSONRenderer, QuietBrowsable]
+
+
 class RawCookie(CacheResponseMixin, APIView):
     cache_namespace = "rules"
 
@@ -90,6 +101,12 @@ def test_the_browsable_api_page_is_never_stored(backend):
     assert RUNS == ["page", "page"]
     assert call(Page, HTTP_ACCEPT="application/json")["X-Cache"] == "MISS"
     assert call(Page, HTTP_ACCEPT="application/json")["X-Cache"] == "HIT"  # JSON is
+
+
+def test_a_browsable_page_that_reads_no_csrf_token_is_never_stored_either(backend):
+    for _ in range(2):
+        assert call(QuietPage, HTTP_ACCEPT="text/html")["X-Cache"] != "HIT"
+    assert RUNS == ["page", "page"]
 
 
 def test_a_response_setting_a_cookie_by_header_is_never_stored(backend):
