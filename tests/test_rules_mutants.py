@@ -11,9 +11,14 @@ setting (which reloads it), and start the field map empty.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from catalog.models import Category, Product
+from django.apps import apps
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured
@@ -205,6 +210,46 @@ def test_a_model_only_foreign_key_related_to_a_rule_keeps_djangos_fast_delete(de
         assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["DELETE"]
     finally:
         invalidation.unregister(User)
+
+
+def test_rules_registered_in_an_app_ready_are_wired(monkeypatch, delivered):
+    """An app listed after drf_redis_toolkit registers in its ``ready()`` (as the sample
+    does): the toolkit's ``setup()`` has run, and ``apps.ready`` is not yet true."""
+    widget = CachedWidget.objects.create(name="w")
+    monkeypatch.setattr(apps, "ready", False)
+    invalidation.register(CachedWidget, keys=["widget:{pk}"])
+    monkeypatch.setattr(apps, "ready", True)  # every ready() done; nothing rewires now
+    try:
+        delivered.clear()
+        widget.save()
+        assert delivered.keys == {f"widget:{widget.pk}"}
+    finally:
+        invalidation.unregister(CachedWidget)
+
+
+def test_the_sample_wires_the_rules_its_apps_register_at_start_up():
+    """``carts`` registers the only rule of ``CartItem`` in its ``ready()``: a cart item
+    changed in the admin or a shell must reach ``cart:user:{id}`` (a fresh process)."""
+    code = (
+        "import django; django.setup()\n"
+        "from django.db.models.signals import post_delete, post_save\n"
+        "from carts.models import CartItem\n"
+        "print(post_save.has_listeners(CartItem), post_delete.has_listeners(CartItem))\n"
+    )
+    root = Path(__file__).resolve().parent.parent  # this tree's package, not an installed one
+    sample = root / "sample_api"
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": path}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=sample,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
 
 
 # -- outbox.read() -----------------------------------------------------------------------------

@@ -249,7 +249,7 @@ def _lineage(model: type[models.Model]) -> list[type[models.Model]]:
 def _descendants(model: type[models.Model]) -> set[type[models.Model]]:
     """The model and every installed proxy or child of it (signals name the exact class)."""
     found = {model}
-    if apps.ready:
+    if apps.models_ready:
         found |= {m for m in apps.get_models() if issubclass(m, model)}
     return found
 
@@ -315,7 +315,7 @@ def register(
     with _registry.lock:
         rule = _registry.python.setdefault(resolved, _Rule(resolved))
         rule.add_templates(list(namespaces), list(keys), f"register({resolved._meta.label})")
-        if apps.ready:
+        if apps.models_ready:  # from an AppConfig.ready() too: the setup() before it is done
             _registry.rewire()
 
 
@@ -337,7 +337,7 @@ def unregister(model: ModelRef) -> None:
     resolved = _resolve(model)
     with _registry.lock:
         _registry.python.pop(resolved, None)
-        if apps.ready:
+        if apps.models_ready:
             _registry.rewire()
 
 
