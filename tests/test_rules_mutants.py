@@ -120,6 +120,18 @@ def test_a_refused_rule_item_is_named_exactly(namespaces, keys, message):
     assert str(refused.value) == message
 
 
+@pytest.mark.parametrize("kind", ["namespaces", "keys"])
+def test_register_refuses_one_string_instead_of_a_list(kind):
+    """``register(Category, namespaces="menu")`` once registered "m", "e", "n" and "u"."""
+    with pytest.raises(ImproperlyConfigured) as refused:
+        invalidation.register(Category, **{kind: "menu"})
+    assert (
+        str(refused.value) == f"register(catalog.Category)[{kind!r}] must be a list, not a string"
+    )
+    invalidation.unregister(Category)
+    assert invalidation.names_for(Category(pk=1, slug="books")) == Names()
+
+
 def test_the_settings_namespaces_and_keys_both_apply(settings, backend, delivered):
     books = Category.objects.create(name="Books", slug="books")
     settings.DRF_REDIS_TOOLKIT = {

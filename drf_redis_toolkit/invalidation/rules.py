@@ -314,7 +314,8 @@ def register(
     resolved = _resolve(model)
     with _registry.lock:
         rule = _registry.python.setdefault(resolved, _Rule(resolved))
-        rule.add_templates(list(namespaces), list(keys), f"register({resolved._meta.label})")
+        # Not list()ed first: a string ("menu") must be refused, not read as "m", "e", ...
+        rule.add_templates(namespaces, keys, f"register({resolved._meta.label})")
         if apps.models_ready:  # from an AppConfig.ready() too: the setup() before it is done
             _registry.rewire()
 
