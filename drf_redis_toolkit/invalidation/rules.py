@@ -249,7 +249,7 @@ def _lineage(model: type[models.Model]) -> list[type[models.Model]]:
 def _descendants(model: type[models.Model]) -> set[type[models.Model]]:
     """The model and every installed proxy or child of it (signals name the exact class)."""
     found = {model}
-    if apps.ready:
+    if apps.models_ready:
         found |= {m for m in apps.get_models() if issubclass(m, model)}
     return found
 
@@ -313,12 +313,13 @@ def register(
     """
     resolved = _resolve(model)
     # Checked apart first: a refused call must leave none of its templates behind.
+    # Not list()ed first: a string ("menu") must be refused, not read as "m", "e", ...
     added = _Rule(resolved)
-    added.add_templates(list(namespaces), list(keys), f"register({resolved._meta.label})")
+    added.add_templates(namespaces, keys, f"register({resolved._meta.label})")
     with _registry.lock:
         rule = _registry.python.get(resolved)
         _registry.python[resolved] = added if rule is None else rule.merged(added)
-        if apps.ready:
+        if apps.models_ready:  # from an AppConfig.ready() too: the setup() before it is done
             _registry.rewire()
 
 
@@ -340,7 +341,7 @@ def unregister(model: ModelRef) -> None:
     resolved = _resolve(model)
     with _registry.lock:
         _registry.python.pop(resolved, None)
-        if apps.ready:
+        if apps.models_ready:
             _registry.rewire()
 
 

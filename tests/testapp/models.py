@@ -51,3 +51,18 @@ class SpecialGadgetProxy(SpecialGadget):
     class Meta:
         app_label = "testapp"
         proxy = True
+
+
+class WidgetShelf(models.Model):
+    """Widgets on a shelf, a relation with no reverse accessor (``related_name="+"``).
+
+    The rules of ``CachedWidget`` must still see it: adding a widget to a shelf,
+    or deleting the shelf, changes the widget's names (tests/test_rules_mutants.py).
+    """
+
+    name = models.CharField(max_length=100)
+    widgets = models.ManyToManyField(CachedWidget, related_name="+")
+
+    class Meta:
+        app_label = "testapp"
+        ordering = ["id"]
