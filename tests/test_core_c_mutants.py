@@ -247,9 +247,7 @@ def test_a_pending_invalidation_reports_a_bypass_and_counts_a_miss(backend):
         seen.append(kwargs)
 
     signals.cache_outcome.connect(receiver)
-    delivery._pending.in_flight = [
-        delivery._Backlog(delivery.Names(frozenset({"core-c-plain"})))
-    ]
+    delivery._pending.in_flight = [delivery._Backlog(delivery.Names(frozenset({"core-c-plain"})))]
     try:
         answer = APIClient().get("/plain/?who=pending")
     finally:
