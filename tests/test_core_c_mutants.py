@@ -1,0 +1,284 @@
+"""caching.py's request path: behaviour mutation testing found unpinned (group c).
+
+What may be stored (``Cache-Control`` directives, ``should_cache_response``),
+what ``SessionMiddleware`` still sees after a cached view ran, the arguments a
+bypassed handler gets, what a pending invalidation reports, and that only views
+that asked for it are refreshed early. Views whose ``@cache_response`` options
+matter are decorated inside the test (mutmut's workers imported this module
+before the mutant was switched on).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from django.urls import path
+from rest_framework import permissions
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.response import Response
+from rest_framework.test import APIClient, APIRequestFactory
+from rest_framework.views import APIView
+
+from drf_redis_toolkit import signals
+from drf_redis_toolkit.cache_stats import counters, namespace_stats
+from drf_redis_toolkit.caching import CacheResponseMixin, cache_response
+from drf_redis_toolkit.invalidation import delivery
+from tests.caching_views import CALLS, ran
+
+pytestmark = pytest.mark.django_db
+
+
+class Directed(CacheResponseMixin, APIView):
+    """Shared; answers with the ``Cache-Control`` header given in ``?cc=``."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-directed"
+
+    def get(self, request: Any) -> Response:
+        ran("directed")
+        response = Response({"ok": True})
+        response["Cache-Control"] = request.query_params["cc"]
+        return response
+
+
+class Chooser(CacheResponseMixin, APIView):
+    """Shared; its ``should_cache_response`` decides from the answer itself."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-chooser"
+
+    def should_cache_response(self, request: Any, response: Any) -> bool:
+        return bool(response.data["public"])
+
+    def get(self, request: Any) -> Response:
+        ran("chooser")
+        return Response({"public": request.query_params["public"] == "1"})
+
+
+class SessionReader(CacheResponseMixin, APIView):
+    """No authentication (nothing reads the session before it); the handler does."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-session-reader"
+
+    def get(self, request: Any) -> Response:
+        ran("session-reader")
+        return Response({"seen": request.session.get("seen")})
+
+
+class AuthenticatedBySession(CacheResponseMixin, APIView):
+    """SessionAuthentication reads the session before the handler; the handler does not."""
+
+    authentication_classes = [SessionAuthentication]
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-auth-session"
+
+    def get(self, request: Any) -> Response:
+        ran("auth-session")
+        return Response({"ok": True})
+
+
+class Uncached(CacheResponseMixin, APIView):
+    """``get_cache_key`` returns ``None``: the cache is skipped."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_namespace = "core-c-uncached"
+
+    def get_cache_key(self, request: Any) -> None:
+        return None
+
+    def get(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        ran("uncached")
+        return Response({"path": request.path, "args": list(args), "kwargs": kwargs})
+
+
+class Plain(CacheResponseMixin, APIView):
+    """Shared, one minute, no early refresh."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-plain"
+    cache_early_refresh = False
+    cache_timeout = 60
+
+    def get(self, request: Any) -> Response:
+        ran("plain")
+        return Response({"n": CALLS["plain"]})
+
+
+urlpatterns = [
+    path("directed/", Directed.as_view()),
+    path("chooser/", Chooser.as_view()),
+    path("session-reader/", SessionReader.as_view()),
+    path("auth-session/", AuthenticatedBySession.as_view()),
+    path("plain/", Plain.as_view()),
+]
+
+
+@pytest.fixture(autouse=True)
+def _urls(settings):
+    settings.ROOT_URLCONF = __name__
+    CALLS.clear()
+    counters.reset()
+
+
+# -- _cacheable: which answers may be stored -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cache_control",
+    [
+        "no-store, max-age=60",  # a list: each directive is read, not the whole value
+        "max-age=60, no-store",
+        "max-age=60,no-cache",
+        'no-cache="Set-Cookie"',  # the qualified form (RFC 9111 5.2.2.4): still no-cache
+        'no-cache="a=b"',  # the name ends at the first "=", whatever the argument holds
+        'private="Authorization", max-age=60',  # private, on a shared view
+    ],
+)
+def test_an_answer_that_forbids_storing_is_never_served_from_the_cache(backend, cache_control):
+    client = APIClient()
+    url = f"/directed/?cc={cache_control}"
+    assert client.get(url)["X-Cache"] == "MISS"
+    again = client.get(url)
+    assert again["X-Cache"] == "MISS"
+    assert again["Cache-Control"] == cache_control
+    assert CALLS["directed"] == 2
+
+
+def test_an_answer_that_allows_storing_is_served_from_the_cache(backend):
+    client = APIClient()
+    url = "/directed/?cc=public, max-age=60"
+    assert client.get(url)["X-Cache"] == "MISS"
+    assert client.get(url)["X-Cache"] == "HIT"
+    assert CALLS["directed"] == 1
+
+
+def test_should_cache_response_is_given_the_answer_it_decides_on(backend):
+    client = APIClient()
+    for _ in range(2):
+        assert client.get("/chooser/?public=0")["X-Cache"] == "MISS"
+    assert client.get("/chooser/?public=1")["X-Cache"] == "MISS"
+    hit = client.get("/chooser/?public=1")
+    assert (hit["X-Cache"], hit.json()) == ("HIT", {"public": True})
+    assert CALLS["chooser"] == 3
+
+
+# -- _SessionWatch: SessionMiddleware still sees every access ------------------------
+
+
+def test_a_handler_that_read_the_session_still_gets_vary_cookie(backend):
+    """Only the handler reads it: SessionMiddleware must still say ``Vary: Cookie``."""
+    client = APIClient()  # no session cookie: only an access makes it say Vary: Cookie
+    for _ in range(2):
+        answer = client.get("/session-reader/")
+        assert (answer["X-Cache"], answer.json()) == ("MISS", {"seen": None})
+        assert "Cookie" in answer.get("Vary", "")
+    assert CALLS["session-reader"] == 2  # it read the session: never stored
+
+
+def test_a_session_read_before_the_handler_still_gets_vary_cookie(backend):
+    """Authentication read the session, the handler did not: the answer is stored,
+    and ``SessionMiddleware`` still marks the response ``Vary: Cookie``."""
+    client = APIClient()
+    first = client.get("/auth-session/")
+    assert first["X-Cache"] == "MISS"
+    assert "Cookie" in first.get("Vary", "")
+    assert client.get("/auth-session/")["X-Cache"] == "HIT"
+    assert CALLS["auth-session"] == 1
+
+
+def test_a_session_object_without_accessed_is_left_alone(backend):
+    """A session-like object from other middleware (no ``accessed``): cached as usual."""
+    view = Plain.as_view()
+    answers = []
+    for _ in range(2):
+        request = APIRequestFactory().get("/plain/")
+        request.session = {"seen": "x"}  # a plain mapping, as some middleware sets
+        answers.append(view(request))
+    assert [a["X-Cache"] for a in answers] == ["MISS", "HIT"]
+    assert CALLS["plain"] == 1
+
+
+# -- _serve: requests that bypass the cache get the handler's arguments -----------------
+
+
+def test_a_decorated_post_handler_gets_the_request_and_its_arguments(backend):
+    class Poster(APIView):
+        permission_classes = [permissions.AllowAny]
+
+        @cache_response(60, namespace="core-c-poster", per_user=False)
+        def post(self, request, *args, **kwargs):
+            ran("poster")
+            return Response({"data": request.data, "args": list(args), "kwargs": kwargs})
+
+    view = Poster.as_view()
+    for _ in range(2):
+        request = APIRequestFactory().post("/poster/", {"n": 1}, format="json")
+        answer = view(request, "first", pk=7)
+        answer.render()
+        assert answer.data == {"data": {"n": 1}, "args": ["first"], "kwargs": {"pk": 7}}
+        assert not answer.has_header("X-Cache")  # a POST never looks the cache up
+    assert CALLS["poster"] == 2
+
+
+def test_a_view_whose_key_is_none_gets_the_request_and_its_arguments(backend):
+    view = Uncached.as_view()
+    for _ in range(2):
+        answer = view(APIRequestFactory().get("/uncached/"), "first", pk=7)
+        assert answer.data == {"path": "/uncached/", "args": ["first"], "kwargs": {"pk": 7}}
+    assert CALLS["uncached"] == 2
+
+
+# -- _serve: a pending invalidation ----------------------------------------------------
+
+
+def test_a_pending_invalidation_reports_a_bypass_and_counts_a_miss(backend):
+    seen: list[dict[str, Any]] = []
+
+    def receiver(**kwargs: Any) -> None:
+        seen.append(kwargs)
+
+    signals.cache_outcome.connect(receiver)
+    delivery._pending.in_flight = [delivery._Backlog(delivery.Names(frozenset({"core-c-plain"})))]
+    try:
+        answer = APIClient().get("/plain/?who=pending")
+    finally:
+        delivery._pending.clear()
+        signals.cache_outcome.disconnect(receiver)
+    assert answer["X-Cache"] == "MISS"
+    (call,) = seen
+    assert call["sender"] is Plain
+    assert (call["namespace"], call["outcome"], call["reason"]) == (
+        "core-c-plain",
+        signals.BYPASS,
+        signals.PENDING_INVALIDATION,
+    )
+    assert call["request"].query_params["who"] == "pending"
+    stats = namespace_stats()
+    assert stats == {"core-c-plain": {"hits": 0, "misses": 1, "hit_rate": 0.0}}
+
+
+# -- _serve: early refresh only where asked for ---------------------------------------
+
+
+def test_a_view_without_early_refresh_is_never_refreshed_early(backend, monkeypatch):
+    """Even an entry that took far longer to compute than the time it has left is a hit."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)  # the draw early refresh would use
+    client = APIClient()
+    assert client.get("/plain/")["X-Cache"] == "MISS"
+    (key,) = backend.raw.scan_iter(match=b"drt:c:*", count=1000)
+    head, rest = backend.raw.get(key).split(b"\n", 1)
+    gen, _, etag = head.split(b" ", 2)
+    backend.raw.set(key, gen + b" 999999999999 " + etag + b"\n" + rest, px=50_000)
+    for _ in range(2):
+        hit = client.get("/plain/")
+        assert (hit["X-Cache"], hit.json()) == ("HIT", {"n": 1})
+    assert CALLS["plain"] == 1
