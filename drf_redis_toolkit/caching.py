@@ -766,11 +766,11 @@ def _csrf_state(request: Request) -> tuple[bool, Any]:
     """Whether ``get_token()`` was called for this request, and the CSRF secret.
 
     ``get_token()`` (called by the view, a template, ``ensure_csrf_cookie`` or any
-    code before the view) sets ``CSRF_COOKIE_NEEDS_UPDATE``; older Django set
-    ``CSRF_COOKIE_USED``.
+    code before the view) sets ``CSRF_COOKIE_NEEDS_UPDATE`` (every supported Django:
+    ``CSRF_COOKIE_USED`` went with Django 4.1).
     """
     meta = request._request.META
-    used = bool(meta.get("CSRF_COOKIE_NEEDS_UPDATE") or meta.get("CSRF_COOKIE_USED"))
+    used = bool(meta.get("CSRF_COOKIE_NEEDS_UPDATE"))
     return used, meta.get("CSRF_COOKIE")
 
 
