@@ -395,8 +395,8 @@ def _later_questions(
             continue
         try:
             question = throttle.question(request, view)
-        except Exception:  # noqa: BLE001 - its own call raises it again, in DRF's order
-            continue
+        except Exception:  # noqa: BLE001 - its own call raises it again, in DRF's order,
+            break  # and DRF then calls no throttle after it: ask none of them ahead
         if question is None or (question.kind, question.key) in seen:
             continue
         seen.add((question.kind, question.key))
