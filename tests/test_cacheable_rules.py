@@ -174,3 +174,31 @@ def test_the_body_store_counts_each_entry_once_and_drops_the_least_recent():
     store.put("e", entry(250))  # larger: two older ones make room
     assert [key for key in "acde" if store.get(key) is not None] == ["d", "e"]
     assert store._bytes == one + entry(250).size
+
+
+def test_an_emptied_body_store_has_its_whole_room_again():
+    store = LocalBodies(entry(100).size)  # room for exactly one
+    store.put("a", entry(100))
+    store.clear()
+    store.put("b", entry(100))
+    assert store.get("a") is None and store.get("b") is not None
+
+
+def test_the_body_store_is_emptied_when_redis_or_the_prefix_changes(backend):
+    from django.test import override_settings
+
+    from drf_redis_toolkit.cache_entries import local_bodies
+
+    local_bodies.clear()
+    local_bodies.put("k", entry(10))
+    with override_settings(DRF_REDIS_TOOLKIT={**backend.settings, "CACHE_DEFAULT_TIMEOUT": 99}):
+        assert local_bodies.get("k") is not None  # nothing about where bodies come from
+    assert local_bodies.get("k") is not None
+    with override_settings(DRF_REDIS_TOOLKIT={**backend.settings, "KEY_PREFIX": "elsewhere"}):
+        assert local_bodies.get("k") is None  # bodies belong to the prefix they came from
+    local_bodies.put("k", entry(10))
+    with override_settings(
+        DRF_REDIS_TOOLKIT={**backend.settings, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    ):
+        assert local_bodies.get("k") is None  # and to the Redis
+    local_bodies.clear()
