@@ -361,3 +361,18 @@ def test_an_invalid_row_is_logged_at_error_with_its_pk_and_dropped(fresh_tables,
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.ERROR, f"drf_redis_toolkit: outbox row {bad.pk} is not valid; dropped")
     ]
+
+
+@pytest.mark.django_db
+def test_a_bad_invalidation_setting_is_raised_at_every_save_until_fixed(shop, settings):
+    """A setting naming no model, changed while running: refused where a save sees it
+    (not swallowed by the settings signal), and at every save, not just the first."""
+    from django.test import override_settings
+
+    base = dict(settings.DRF_REDIS_TOOLKIT)
+    bad = {**base, "INVALIDATION": {**base["INVALIDATION"], "nope.Nothing": {"namespaces": ["x"]}}}
+    with override_settings(DRF_REDIS_TOOLKIT=bad):
+        for slug in ("a", "b"):
+            with pytest.raises(ImproperlyConfigured, match=r"nope\.Nothing"):
+                Category.objects.create(name=slug, slug=slug)
+    Category.objects.create(name="c", slug="c")  # fixed: saves work again
