@@ -22,7 +22,12 @@ from rest_framework.versioning import BaseVersioning
 from rest_framework.views import APIView
 
 from drf_redis_toolkit import caching
-from drf_redis_toolkit.caching import CacheResponseMixin, cache_response, invalidate_namespace
+from drf_redis_toolkit.caching import (
+    CacheResponseMixin,
+    cache_response,
+    invalidate_key,
+    invalidate_namespace,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -278,3 +283,42 @@ def test_the_views_cache_lock_timeout_bounds_the_lock(backend):
     assert SlowLocked.as_view()(factory.get("/locked/"))["X-Cache"] == "MISS"
     # The default is 3 s: the view's 7 s holds the lock (and bounds waiters) longer.
     assert len(lock_ttls) == 1 and 3_000 < lock_ttls[0] <= 7_000, lock_ttls
+
+
+# -- _key_material: a renderer DRF accepts without a ``format`` ----------------------
+
+
+class Formatless:
+    """A duck-typed renderer: DRF needs a media type, a charset and render(), no format."""
+
+    media_type = "text/x-formatless"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return f"n={data['n']}".encode()
+
+
+class FormatlessView(CacheResponseMixin, APIView):
+    permission_classes = [permissions.AllowAny]
+    renderer_classes = [Formatless]
+    cache_per_user = False
+    cache_namespace = "core-a-formatless"
+
+    def get_cache_key(self, request):
+        return "the-key"
+
+    def get(self, request):
+        RUNS["Formatless"] += 1
+        return Response({"n": RUNS["Formatless"]})
+
+
+def test_a_renderer_without_a_format_is_cached_and_named_by_an_empty_format(backend):
+    view = FormatlessView.as_view()
+    assert [view(factory.get("/formatless/"))["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    # invalidate_key() names that entry with format="" (the renderer has none).
+    assert invalidate_key(
+        "core-a-formatless", "the-key", media_type="text/x-formatless", format=""
+    )
+    response = view(factory.get("/formatless/"))
+    assert response["X-Cache"] == "MISS" and response.content == b"n=2"
+    assert RUNS["Formatless"] == 2
