@@ -322,3 +322,26 @@ def test_a_renderer_without_a_format_is_cached_and_named_by_an_empty_format(back
     response = view(factory.get("/formatless/"))
     assert response["X-Cache"] == "MISS" and response.content == b"n=2"
     assert RUNS["Formatless"] == 2
+
+
+def test_a_handler_called_before_content_negotiation_is_cached(backend):
+    # DRF renders a response for a request that skipped negotiation (finalize_response
+    # negotiates then): a cached handler called that way is cached like any other.
+    class Direct(APIView):
+        permission_classes = [permissions.AllowAny]
+
+        @cache_response(60, per_user=False, key_func=lambda view, request: "direct")
+        def get(self, request):
+            RUNS["Direct"] += 1
+            return Response({"n": RUNS["Direct"]})
+
+    def call() -> Any:
+        view = Direct()
+        view.args, view.kwargs, view.format_kwarg = (), {}, None
+        view.headers = view.default_response_headers
+        view.request = request = view.initialize_request(factory.get("/direct/"))
+        assert not hasattr(request, "accepted_renderer")
+        return view.get(request)
+
+    assert [call()["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert RUNS["Direct"] == 1
