@@ -316,9 +316,7 @@ def test_a_renderer_without_a_format_is_cached_and_named_by_an_empty_format(back
     view = FormatlessView.as_view()
     assert [view(factory.get("/formatless/"))["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
     # invalidate_key() names that entry with format="" (the renderer has none).
-    assert invalidate_key(
-        "core-a-formatless", "the-key", media_type="text/x-formatless", format=""
-    )
+    assert invalidate_key("core-a-formatless", "the-key", media_type="text/x-formatless", format="")
     response = view(factory.get("/formatless/"))
     assert response["X-Cache"] == "MISS" and response.content == b"n=2"
     assert RUNS["Formatless"] == 2
@@ -330,7 +328,9 @@ def test_a_handler_called_before_content_negotiation_is_cached(backend):
     class Direct(APIView):
         permission_classes = [permissions.AllowAny]
 
-        @cache_response(60, per_user=False, key_func=lambda view, request: "direct")
+        @cache_response(
+            60, per_user=False, namespace="core-a-direct", key_func=lambda view, request: "direct"
+        )
         def get(self, request):
             RUNS["Direct"] += 1
             return Response({"n": RUNS["Direct"]})
@@ -345,3 +345,6 @@ def test_a_handler_called_before_content_negotiation_is_cached(backend):
 
     assert [call()["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
     assert RUNS["Direct"] == 1
+    # Its key was named before any media type or format was chosen: empty ones.
+    assert invalidate_key("core-a-direct", "direct", media_type="", format="")
+    assert call()["X-Cache"] == "MISS" and RUNS["Direct"] == 2
