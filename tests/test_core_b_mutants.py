@@ -57,23 +57,29 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return total
 
 
-def _big_view(runs: list[int], etag: str | None = None) -> Any:
-    pad = os.urandom(BODY_CHARS // 2).hex()
+def _view(namespace: str, answer: Any, permission: Any = permissions.AllowAny) -> Any:
+    """A shared cached view answering ``answer(request)`` (built per test, see above)."""
 
-    class Big(CacheResponseMixin, APIView):
+    class View(CacheResponseMixin, APIView):
         authentication_classes = ()
-        permission_classes = [permissions.AllowAny]
+        permission_classes = [permission]
         cache_per_user = False
-        cache_namespace = "core-b-big"
+        cache_namespace = namespace
 
         def get(self, request: Any) -> Response:
-            runs[0] += 1
-            response = Response({"pad": pad})
-            if etag is not None:
-                response["ETag"] = etag
-            return response
+            return answer(request)
 
-    return Big.as_view()
+    return View.as_view()
+
+
+def _big_view(runs: list[int]) -> Any:
+    pad = os.urandom(BODY_CHARS // 2).hex()
+
+    def answer(request: Any) -> Response:
+        runs[0] += 1
+        return Response({"pad": pad})
+
+    return _view("core-b-big", answer)
 
 
 def _get(view: Any, received: list[int], **headers: str) -> tuple[Any, int]:
@@ -161,19 +167,13 @@ def test_a_vary_record_where_a_variant_belongs_is_dropped_and_the_view_answers(b
     followed a second time: it is deleted, the view runs, its answer is stored again."""
     runs = [0]
 
-    class Varies(CacheResponseMixin, APIView):
-        authentication_classes = ()
-        permission_classes = [permissions.AllowAny]
-        cache_per_user = False
-        cache_namespace = "core-b-vary"
+    def answer(request: Any) -> Response:
+        runs[0] += 1
+        response = Response({"lang": request.headers.get("Accept-Language")})
+        response["Vary"] = "Accept-Language"
+        return response
 
-        def get(self, request: Any) -> Response:
-            runs[0] += 1
-            response = Response({"lang": request.headers.get("Accept-Language")})
-            response["Vary"] = "Accept-Language"
-            return response
-
-    view = Varies.as_view()
+    view = _view("core-b-vary", answer)
 
     def get() -> Any:
         response = view(factory.get("/vary/", HTTP_ACCEPT_LANGUAGE="fr"))
@@ -222,17 +222,11 @@ def test_a_plain_apiview_whose_composed_permission_checks_objects_is_not_cached(
     object) means no caching."""
     runs = [0]
 
-    class Plain(CacheResponseMixin, APIView):
-        authentication_classes = ()
-        permission_classes = [permission]
-        cache_per_user = False
-        cache_namespace = "core-b-plain"
+    def answer(request: Any) -> Response:
+        runs[0] += 1
+        return Response({"ok": True})
 
-        def get(self, request: Any) -> Response:
-            runs[0] += 1
-            return Response({"ok": True})
-
-    view = Plain.as_view()
+    view = _view("core-b-plain", answer, permission)
     for _ in range(2):
         response = view(factory.get("/plain/"))
         assert response.status_code == 200 and not response.has_header("X-Cache")
