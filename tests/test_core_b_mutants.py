@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from drf_redis_toolkit import tracking
 from drf_redis_toolkit.cache_entries import local_bodies
 from drf_redis_toolkit.caching import CacheResponseMixin
 from drf_redis_toolkit.local_cache import local_cache
@@ -129,6 +130,10 @@ def test_a_hit_on_a_body_held_here_gets_only_the_head_from_redis(backend, receiv
     assert runs == [1]
 
 
+@pytest.mark.skipif(
+    not tracking.push_handlers_available(),
+    reason="LOCAL_CACHE needs redis-py 5.1 or newer (RESP3 push handlers); refused at start-up",
+)
 def test_local_cache_without_tracking_still_caches_through_redis(backend):
     """``LOCAL_CACHE`` on: fakeredis cannot track, so every lookup asks Redis; a real
     server may answer from memory. Either way: one run, then hits with the same body."""
