@@ -248,11 +248,13 @@ def test_the_sample_wires_the_rules_its_apps_register_at_start_up():
     )
     root = Path(__file__).resolve().parent.parent  # this tree's package, not an installed one
     sample = root / "sample_api"
-    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(root), str(sample), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": path}
+    # Run from the tree's root: mutmut's stats run reads its pyproject.toml from the
+    # working directory, in this child too (it inherits MUTANT_UNDER_TEST).
     done = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=sample,
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,
