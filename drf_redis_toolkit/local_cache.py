@@ -55,6 +55,10 @@ IDLE_DRAIN_GAP = 0.01
 #: The drainer's longest wait for a message: half a heartbeat, but never more (``poll()``
 #: takes a C int of milliseconds; an infinite ``LOCAL_CACHE_HEARTBEAT`` is allowed).
 IDLE_WAIT_MAX = 60.0
+#: The longest wait before tracking is re-opened after it broke or failed to open: a
+#: heartbeat, but never more (an infinite ``LOCAL_CACHE_HEARTBEAT`` turns the PING off,
+#: not the local cache: it must not keep one drop from ever being recovered).
+REOPEN_WAIT_MAX = 60.0
 #: Seconds the drainer rests after a failed round (settings that do not validate...).
 IDLE_FAILURE_PAUSE = 1.0
 #: Bookkeeping bytes counted per held key, besides the key and the value.
@@ -81,6 +85,11 @@ class Ticket:
 
     def __init__(self, seq: int, started: float) -> None:
         self.seq, self.started = seq, started
+
+
+def _reopen_wait() -> float:
+    """Seconds before the next attempt to open tracking: ``LOCAL_CACHE_HEARTBEAT``, capped."""
+    return min(toolkit_settings.LOCAL_CACHE_HEARTBEAT, REOPEN_WAIT_MAX)
 
 
 class LocalCache:
@@ -174,7 +183,7 @@ class LocalCache:
             now = time.monotonic()
             if self._healthy or now < self._retry_at or get_breaker().is_tripped:
                 return  # tripped: this process's own calls to Redis fail; stay on its path
-            self._retry_at = now + toolkit_settings.LOCAL_CACHE_HEARTBEAT
+            self._retry_at = now + _reopen_wait()
             epoch = self._epoch
             try:
                 client = get_client()
@@ -280,7 +289,7 @@ class LocalCache:
         self._forget_invalidations()
         self._seq += 1
         self._floor = self._seq
-        self._retry_at = time.monotonic() + toolkit_settings.LOCAL_CACHE_HEARTBEAT
+        self._retry_at = time.monotonic() + _reopen_wait()
         self.counts["drops"] += 1
         for tracker in trackers:
             tracker.close()

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from drf_redis_toolkit.local_cache import LocalCache, local_cache, stats
+from drf_redis_toolkit import local_cache as local_module
+from drf_redis_toolkit.local_cache import REOPEN_WAIT_MAX, LocalCache, local_cache, stats
 from tests.test_local_cache import (
     VALUE,
+    _tracking_client_ids,
     body,
     bump_elsewhere,
     get,
     lc_backend,  # noqa: F401 - the fixture
+    node_clients,
     own_server,  # noqa: F401 - the fixture
     pytestmark,  # noqa: F401 - the same skip on redis-py 5.0
     served_locally,
@@ -279,3 +282,38 @@ def test_a_drainer_ended_by_a_base_exception_is_replaced_when_tracking_reopens(
         second = local_cache._idle_drainer
         assert second is not None and second is not first and second.is_alive()
         _idle_drain_applies(lc_backend, 2)
+
+
+@pytest.mark.django_db
+def test_an_infinite_heartbeat_still_reopens_tracking_after_a_drop(lc_backend, monkeypatch):  # noqa: F811
+    """``LOCAL_CACHE_HEARTBEAT = inf`` turns the PING off. It also set the wait before
+    tracking is re-opened (``now + heartbeat``): after one killed connection the process
+    never served locally again, silently. The wait is now capped (``REOPEN_WAIT_MAX``);
+    the clock is moved past it here rather than waited for. Failed before the fix."""
+    with override_settings(
+        DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=float("inf"))
+    ):
+        VALUE["lc"] = 1
+        get()
+        served_locally()
+        killed = 0
+        for client in node_clients(lc_backend):
+            for ident in _tracking_client_ids(client):
+                killed += client.client_kill_filter(_id=ident)
+        assert killed == (3 if lc_backend.name == "cluster" else 1)
+        VALUE["lc"] = 2
+        bump_elsewhere(lc_backend, "lc")
+        drops, connects = stats()["drops"], stats()["connects"]
+        response = get()
+        assert (response["X-Cache"], body(response)["value"]) == ("MISS", 2)
+        assert stats()["drops"] == drops + 1
+        get()  # within the wait: Redis answers, tracking is not re-opened yet
+        assert stats()["connects"] == connects
+        real = time.monotonic
+        later = REOPEN_WAIT_MAX + 1.0
+        monkeypatch.setattr(local_module.time, "monotonic", lambda: real() + later)
+        served_locally()  # re-opened, and copies held again
+        assert stats()["connects"] == connects + 1
+        VALUE["lc"] = 3
+        bump_elsewhere(lc_backend, "lc")
+        assert body(get())["value"] == 3
