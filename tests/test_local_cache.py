@@ -328,17 +328,22 @@ def _tracking_client_ids(client: redis.Redis) -> list[int]:
     return [int(c["id"]) for c in client.client_list() if "t" in c["flags"]]
 
 
+def kill_tracking(backend) -> None:
+    """Kill this process's tracking connection on every node, as a server-side kill would."""
+    killed = 0
+    for client in node_clients(backend):
+        for ident in _tracking_client_ids(client):
+            killed += client.client_kill_filter(_id=ident)
+    assert killed == (3 if backend.name == "cluster" else 1)
+
+
 @pytest.mark.django_db
 def test_a_killed_tracking_connection_drops_every_copy_until_it_is_back(lc_backend):
     with override_settings(DRF_REDIS_TOOLKIT=tracked(lc_backend, LOCAL_CACHE_HEARTBEAT=0.05)):
         VALUE["lc"] = 1
         get()
         served_locally()
-        killed = 0
-        for client in node_clients(lc_backend):
-            for ident in _tracking_client_ids(client):
-                killed += client.client_kill_filter(_id=ident)
-        assert killed == (3 if lc_backend.name == "cluster" else 1)
+        kill_tracking(lc_backend)
         # While the subscription is gone, another client invalidates.
         VALUE["lc"] = 2
         bump_elsewhere(lc_backend, "lc")

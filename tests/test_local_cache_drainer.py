@@ -17,12 +17,11 @@ from drf_redis_toolkit import local_cache as local_module
 from drf_redis_toolkit.local_cache import REOPEN_WAIT_MAX, LocalCache, local_cache, stats
 from tests.test_local_cache import (
     VALUE,
-    _tracking_client_ids,
     body,
     bump_elsewhere,
     get,
+    kill_tracking,
     lc_backend,  # noqa: F401 - the fixture
-    node_clients,
     own_server,  # noqa: F401 - the fixture
     pytestmark,  # noqa: F401 - the same skip on redis-py 5.0
     served_locally,
@@ -296,11 +295,7 @@ def test_an_infinite_heartbeat_still_reopens_tracking_after_a_drop(lc_backend, m
         VALUE["lc"] = 1
         get()
         served_locally()
-        killed = 0
-        for client in node_clients(lc_backend):
-            for ident in _tracking_client_ids(client):
-                killed += client.client_kill_filter(_id=ident)
-        assert killed == (3 if lc_backend.name == "cluster" else 1)
+        kill_tracking(lc_backend)
         VALUE["lc"] = 2
         bump_elsewhere(lc_backend, "lc")
         drops, connects = stats()["drops"], stats()["connects"]
