@@ -25,7 +25,9 @@ from drf_redis_toolkit import signals
 from drf_redis_toolkit.cache_stats import counters, namespace_stats
 from drf_redis_toolkit.caching import CacheResponseMixin, cache_response
 from drf_redis_toolkit.invalidation import delivery
+from tests import servers
 from tests.caching_views import CALLS, ran
+from tests.test_signals import _outage
 
 pytestmark = pytest.mark.django_db
 
@@ -282,3 +284,122 @@ def test_a_view_without_early_refresh_is_never_refreshed_early(backend, monkeypa
         hit = client.get("/plain/")
         assert (hit["X-Cache"], hit.json()) == ("HIT", {"n": 1})
     assert CALLS["plain"] == 1
+
+
+# -- the cache signals: every argument, for every outcome -----------------------------
+
+
+class Signalled(CacheResponseMixin, APIView):
+    """Shared, refreshed early when asked to."""
+
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+    cache_namespace = "core-c-signalled"
+    cache_early_refresh = True
+
+    def get(self, request: Any) -> Response:
+        ran("signalled")
+        return Response({"n": CALLS["signalled"]})
+
+
+urlpatterns.append(path("signalled/", Signalled.as_view()))
+
+
+def _calls(signal: Any) -> list[dict[str, Any]]:
+    """Every call of ``signal`` while the test runs (disconnected by ``_disconnect``)."""
+    calls: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        kwargs.pop("signal")
+        calls.append({"sender": sender, **kwargs})
+
+    signal.connect(receiver, weak=False, dispatch_uid=f"core-c-{id(calls)}")
+    _CONNECTED.append((signal, f"core-c-{id(calls)}"))
+    return calls
+
+
+_CONNECTED: list[tuple[Any, str]] = []
+
+
+@pytest.fixture
+def _disconnect():
+    yield
+    while _CONNECTED:
+        signal, uid = _CONNECTED.pop()
+        signal.disconnect(dispatch_uid=uid)
+
+
+def _seen(call: dict[str, Any]) -> tuple[Any, ...]:
+    """What a receiver relies on: who sent it, for which namespace and request, and why."""
+    return (
+        call["sender"],
+        call["namespace"],
+        call["outcome"],
+        call["reason"],
+        call["request"].query_params.get("who"),
+    )
+
+
+def test_cache_outcome_receivers_get_the_view_namespace_and_request_of_each_answer(
+    backend, monkeypatch, _disconnect
+):
+    """A miss, a hit, a 304 and an early refresh each reach ``cache_outcome`` with the
+    view's class, the namespace and the request that was answered (a receiver that
+    logs per route or per client reads them)."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)
+    outcomes = _calls(signals.cache_outcome)
+    client = APIClient()
+    first = client.get("/signalled/?who=a")
+    assert client.get("/signalled/?who=a")["X-Cache"] == "HIT"
+    revalidated = client.get("/signalled/?who=a", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert revalidated.status_code == 304
+    (key,) = backend.raw.scan_iter(match=b"drt:c:*", count=1000)
+    head, rest = backend.raw.get(key).split(b"\n", 1)
+    gen, _, etag = head.split(b" ", 2)
+    # As if computing it took far longer than the time it has left: refresh now.
+    backend.raw.set(key, gen + b" 999999999999 " + etag + b"\n" + rest, px=50_000)
+    assert client.get("/signalled/?who=a")["X-Cache"] == "MISS"
+    ns = "core-c-signalled"
+    assert [_seen(call) for call in outcomes] == [
+        (Signalled, ns, signals.MISS, None, "a"),
+        (Signalled, ns, signals.HIT, None, "a"),
+        (Signalled, ns, signals.NOT_MODIFIED, None, "a"),
+        (Signalled, ns, signals.EARLY_REFRESH, None, "a"),
+    ]
+    assert CALLS["signalled"] == 2
+
+
+def test_a_failed_lookup_is_reported_as_a_bypass_for_redis_failed(backend, settings, _disconnect):
+    """Redis unreachable: the answer is computed, and reported as a bypass whose reason
+    is ``redis_failed`` (not a plain miss), with its view and request."""
+    outcomes = _calls(signals.cache_outcome)
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "CIRCUIT_BREAKER_COOLDOWN": 60}
+    _outage(backend, settings)
+    try:
+        answer = APIClient().get("/signalled/?who=b")
+    finally:
+        servers.FAKE_SERVER.connected = True
+    assert (answer.status_code, answer.json()) == (200, {"n": 1})
+    assert [_seen(call) for call in outcomes] == [
+        (Signalled, "core-c-signalled", signals.BYPASS, signals.REDIS_FAILED, "b"),
+    ]
+
+
+def test_cache_not_stored_receivers_get_the_view_namespace_request_and_status(backend, _disconnect):
+    """An answer the view's rules refuse to store reaches ``cache_not_stored`` with its
+    view, namespace, request, status code and reason; a stored one does not."""
+    refused = _calls(signals.cache_not_stored)
+    client = APIClient()
+    assert client.get("/chooser/?public=1&who=kept")["X-Cache"] == "MISS"
+    assert refused == []
+    assert client.get("/chooser/?public=0&who=refused")["X-Cache"] == "MISS"
+    assert [
+        (
+            c["sender"],
+            c["namespace"],
+            c["reason"],
+            c["status_code"],
+            c["request"].query_params["who"],
+        )
+        for c in refused
+    ] == [(Chooser, "core-c-chooser", "uncacheable", 200, "refused")]
