@@ -167,6 +167,21 @@ def test_the_rules_of_a_model_reach_its_proxy(delivered):
         invalidation.unregister(Token)
 
 
+def test_a_second_register_of_a_model_adds_to_the_first(delivered):
+    """Two apps may each ``register()`` names for one model: a write then reaches both
+    sets of names, not only the last registered."""
+    ann = User.objects.create(username="ann")
+    invalidation.register(Token, keys=["token:user:{user_id}"], namespaces=["tokens"])
+    invalidation.register(Token, keys=["session:user:{user_id}"], namespaces=["logins"])
+    try:
+        delivered.clear()
+        Token.objects.create(user=ann)
+        assert delivered.keys == {f"token:user:{ann.pk}", f"session:user:{ann.pk}"}
+        assert delivered.namespaces == {"tokens", "logins"}
+    finally:
+        invalidation.unregister(Token)
+
+
 def test_a_relation_without_a_reverse_accessor_still_invalidates_the_widgets(delivered):
     """``WidgetShelf.widgets`` has ``related_name="+"``: seen from ``CachedWidget``, a
     hidden field. Adding to it, and deleting a shelf (which drops its m2m rows without
