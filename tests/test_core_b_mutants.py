@@ -130,6 +130,22 @@ def test_a_hit_on_a_body_held_here_gets_only_the_head_from_redis(backend, receiv
     assert runs == [1]
 
 
+def test_another_worker_keeps_the_body_it_fetched_once(backend, received):
+    """A worker that did not compute the entry (its in-process bodies hold nothing)
+    fetches the body once, then keeps it: its next hit gets the head only. The entry
+    says the ETag is the body's hash, which is what lets a worker keep it."""
+    runs = [0]
+    view = _big_view(runs)
+    first, _ = _get(view, received)
+    local_bodies.clear()  # as another worker sees the entry
+    response, size = _get(view, received)
+    assert response.content == first.content and size > BODY_CHARS // 4, size
+    response, size = _get(view, received)
+    assert response.content == first.content and response["ETag"] == first["ETag"]
+    assert size < HEAD_LIMIT, size
+    assert runs == [1]
+
+
 @pytest.mark.skipif(
     not tracking.push_handlers_available(),
     reason="LOCAL_CACHE needs redis-py 5.1 or newer (RESP3 push handlers); refused at start-up",

@@ -10,10 +10,12 @@ before the mutant was switched on).
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import pytest
+import redis
 from django.urls import path
 from rest_framework import permissions
 from rest_framework.authentication import SessionAuthentication
@@ -24,7 +26,7 @@ from rest_framework.views import APIView
 from drf_redis_toolkit import signals
 from drf_redis_toolkit.cache_stats import counters, namespace_stats
 from drf_redis_toolkit.caching import CacheResponseMixin, cache_response
-from drf_redis_toolkit.invalidation import delivery
+from drf_redis_toolkit.invalidation import delivery, invalidate_namespace
 from tests import servers
 from tests.caching_views import CALLS, ran
 from tests.test_signals import _outage
@@ -403,3 +405,91 @@ def test_cache_not_stored_receivers_get_the_view_namespace_request_and_status(ba
         )
         for c in refused
     ] == [(Chooser, "core-c-chooser", "uncacheable", 200, "refused")]
+
+
+# -- _compute: the view's own ETag, its finalize_response, a miss's round trips --------
+
+
+def test_an_etag_the_view_sets_is_kept_stored_and_revalidated(backend):
+    """A view that sets its own ``ETag`` (a version it knows) keeps it: on the miss, on
+    the hit, and a client sending it back gets a 304, from the entry and from a
+    recomputed answer alike (the namespace invalidated in between)."""
+    versions = {"v": 7}
+
+    class Versioned(CacheResponseMixin, APIView):
+        permission_classes = [permissions.AllowAny]
+        cache_per_user = False
+        cache_namespace = "core-c-versioned"
+
+        def get(self, request: Any) -> Response:
+            ran("versioned")
+            return Response({"v": versions["v"]}, headers={"ETag": f'"v{versions["v"]}"'})
+
+    view = Versioned.as_view()
+    factory = APIRequestFactory()
+    first = view(factory.get("/versioned/"))
+    first.render()
+    assert (first["X-Cache"], first["ETag"]) == ("MISS", '"v7"')
+    hit = view(factory.get("/versioned/"))
+    assert (hit["X-Cache"], hit["ETag"], hit.content) == ("HIT", '"v7"', first.content)
+    revalidated = view(factory.get("/versioned/", HTTP_IF_NONE_MATCH='"v7"'))
+    assert (revalidated.status_code, revalidated["ETag"]) == (304, '"v7"')
+    invalidate_namespace("core-c-versioned")
+    recomputed = view(factory.get("/versioned/", HTTP_IF_NONE_MATCH='"v7"'))
+    assert (recomputed.status_code, recomputed["X-Cache"]) == (304, "MISS")
+    assert recomputed["ETag"] == '"v7"'
+    assert CALLS["versioned"] == 2
+
+
+def test_a_computed_etag_sent_back_after_an_invalidation_gets_a_304_with_it(backend):
+    """The answer is recomputed (a miss) and is the same: the client's copy is still
+    good, so a 304 carrying the ETag, not the body."""
+    client = APIClient()
+    first = client.get("/plain/")
+    invalidate_namespace("core-c-plain")
+    CALLS["plain"] = 0  # the same body again: {"n": 1}
+    again = client.get("/plain/", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert (again.status_code, again["X-Cache"], again["ETag"]) == (304, "MISS", first["ETag"])
+
+
+def test_a_finalize_response_override_gets_the_handlers_arguments(backend):
+    """The toolkit renders the answer through the view's ``finalize_response`` before
+    storing it, with the URL's arguments, as DRF's ``dispatch()`` does."""
+    seen: list[tuple[Any, Any]] = []
+
+    class Finalizing(CacheResponseMixin, APIView):
+        permission_classes = [permissions.AllowAny]
+        cache_per_user = False
+        cache_namespace = "core-c-finalizing"
+
+        def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append((args, kwargs))
+            return super().finalize_response(request, response, *args, **kwargs)
+
+        def get(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            return Response({"slug": kwargs.get("slug")})
+
+    view = Finalizing.as_view()
+    answer = view(APIRequestFactory().get("/f/x/"), "positional", slug="x")
+    assert answer["X-Cache"] == "MISS"
+    assert seen and all(call == (("positional",), {"slug": "x"}) for call in seen)
+
+
+def test_a_stored_miss_makes_two_round_trips(backend, monkeypatch):
+    """The lookup (which takes the single-flight lock) and the store (which releases
+    it): no third call to release a lock the store already released."""
+    replies = [0]
+    original = redis.Redis.parse_response
+
+    def counting(self: Any, connection: Any, command_name: Any, **options: Any) -> Any:
+        replies[0] += 1
+        return original(self, connection, command_name, **options)
+
+    counters.reset()
+    monkeypatch.setattr(counters, "_due", math.inf)  # no stats flush inside the count
+    client = APIClient()
+    client.get("/plain/?who=warm-up")  # the scripts loaded, a cluster's slots learnt
+    monkeypatch.setattr(redis.Redis, "parse_response", counting)
+    answer = client.get("/plain/?who=trips")
+    assert answer["X-Cache"] == "MISS"
+    assert replies[0] == 2
