@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 from django.urls import path
-from rest_framework import permissions
+from rest_framework import exceptions, permissions
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
@@ -60,6 +60,8 @@ class Chooser(CacheResponseMixin, APIView):
 
     def get(self, request: Any) -> Response:
         ran("chooser")
+        if request.query_params["public"] == "raise":
+            raise exceptions.APIException("the view failed")
         return Response({"public": request.query_params["public"] == "1"})
 
 
@@ -493,3 +495,44 @@ def test_a_stored_miss_makes_two_round_trips(backend, monkeypatch):
     answer = client.get("/plain/?who=trips")
     assert answer["X-Cache"] == "MISS"
     assert replies[0] == 2
+
+
+# -- uncacheable answers do not queue (docs/caching.md, "Single-flight") ------------------
+
+
+def _markers(raw: Any) -> dict[Any, int]:
+    """The pass-through markers in Redis, with their time left (ms)."""
+    found = {}
+    for key in raw.scan_iter(match=b"drt:*", count=1000):
+        if raw.type(key) in (b"string", "string") and raw.get(key) in (b"!", "!"):
+            found[key] = raw.pttl(key)
+    return found
+
+
+@pytest.mark.parametrize("public", ["0", "raise"])
+def test_an_uncacheable_answer_or_an_error_leaves_a_pass_through_marker(backend, public):
+    """The request that held the lock got an answer that may not be stored, or its view
+    raised: it leaves a marker of at most a second, so waiters run the view at once."""
+    answer = APIClient().get(f"/chooser/?public={public}")
+    assert answer.status_code == (200 if public == "0" else 500)
+    markers = _markers(backend.raw)
+    assert len(markers) == 1, markers
+    assert 0 < next(iter(markers.values())) <= 1000
+
+
+def test_a_miss_behind_a_pass_through_marker_makes_one_round_trip(backend, monkeypatch):
+    """Behind the marker the lookup takes no lock, so there is none to release after an
+    answer that is again not stored: the lookup is the only call."""
+    client = APIClient()
+    client.get("/chooser/?public=0")  # leaves the marker
+    replies = [0]
+    original = redis.Redis.parse_response
+
+    def counting(self: Any, connection: Any, command_name: Any, **options: Any) -> Any:
+        replies[0] += 1
+        return original(self, connection, command_name, **options)
+
+    monkeypatch.setattr(counters, "_due", math.inf)  # no stats flush inside the count
+    monkeypatch.setattr(redis.Redis, "parse_response", counting)
+    assert client.get("/chooser/?public=0")["X-Cache"] == "MISS"
+    assert replies[0] == 1
