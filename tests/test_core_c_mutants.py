@@ -536,3 +536,36 @@ def test_a_miss_behind_a_pass_through_marker_makes_one_round_trip(backend, monke
     monkeypatch.setattr(redis.Redis, "parse_response", counting)
     assert client.get("/chooser/?public=0")["X-Cache"] == "MISS"
     assert replies[0] == 1
+
+
+def test_a_decorated_handler_that_varies_on_a_header_keeps_one_answer_per_value(backend):
+    """``@cache_response`` on a plain view stores at once (no mixin to defer it): an
+    answer with ``Vary: Accept-Language`` is stored per language, never shared."""
+
+    class Greeting(APIView):
+        permission_classes = [permissions.AllowAny]
+
+        @cache_response(namespace="core-c-greeting", per_user=False)
+        def get(self, request: Any) -> Response:
+            ran("greeting")
+            language = request.META.get("HTTP_ACCEPT_LANGUAGE", "")
+            response = Response({"hello": "bonjour" if language == "fr" else "hello"})
+            response["Vary"] = "Accept-Language"
+            return response
+
+    view = Greeting.as_view()
+    factory = APIRequestFactory()
+    answers = [
+        view(factory.get("/greeting/", HTTP_ACCEPT_LANGUAGE=language))
+        for language in ("fr", "en", "fr", "en")
+    ]
+    for answer in answers:
+        if hasattr(answer, "render"):
+            answer.render()
+    assert [a["X-Cache"] for a in answers] == ["MISS", "MISS", "HIT", "HIT"]
+    assert [a.data["hello"] if hasattr(a, "data") else None for a in answers[:2]] == [
+        "bonjour",
+        "hello",
+    ]
+    assert answers[2].content == answers[0].content and answers[3].content == answers[1].content
+    assert CALLS["greeting"] == 2
