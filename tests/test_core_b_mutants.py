@@ -252,3 +252,26 @@ def test_a_plain_apiview_whose_composed_permission_checks_objects_is_not_cached(
         response = view(factory.get("/plain/"))
         assert response.status_code == 200 and not response.has_header("X-Cache")
     assert runs == [2]
+
+
+@pytest.mark.parametrize("header", ["W/abc", " abc"])
+def test_a_client_etag_that_names_the_entry_but_is_no_match_still_gets_the_body(backend, header):
+    """A view that sets an unquoted ``ETag: abc`` (malformed, but views do): a client
+    sending ``W/abc`` or `` abc`` names the entry to ``cache_get.lua``, which then sends
+    the head only, yet that header is no match for a 304 (``parse_etags`` reads no tag
+    in it). The hit must fetch the body again and answer 200 from the cache."""
+    runs = [0]
+
+    def answer(request: Any) -> Response:
+        runs[0] += 1
+        return Response({"n": runs[0]}, headers={"ETag": "abc"})
+
+    view = _view("core-b-unquoted", answer)
+    first = view(factory.get("/u/"))
+    first.render()
+    assert (first["X-Cache"], first["ETag"]) == ("MISS", "abc")
+    local_bodies.clear()  # nothing held here: the client's header is what is offered
+    again = view(factory.get("/u/", HTTP_IF_NONE_MATCH=header))
+    assert (again.status_code, again["X-Cache"], again["ETag"]) == (200, "HIT", "abc")
+    assert again.content == first.content
+    assert runs == [1]
