@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import generics, permissions, serializers, viewsets
+from rest_framework import generics, mixins, permissions, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.versioning import BaseVersioning
@@ -385,3 +385,56 @@ def test_an_entry_with_a_header_django_refuses_is_dropped_from_the_process_too(b
     assert RUNS == {"catalogue": 2}
     assert entry_keys(backend, "ck-catalogue") == []
     assert local_bodies.get(key.decode()) is None
+
+
+def test_head_on_a_generic_list_view_with_only_a_head_handler_is_cached(backend):
+    """A generic list view that answers ``HEAD`` with its own ``head()`` and has no
+    ``get()``: its class has no GET handler to hand the key function, which gets
+    ``None`` as ``view_method`` (never an ``AttributeError``), and the answer is cached."""
+
+    class HeadOnly(
+        ExtensionsAttributes, CacheResponseMixin, mixins.ListModelMixin, generics.GenericAPIView
+    ):
+        cache_namespace = "ck-head-only"
+
+        def head(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            ran("head-only")
+            return self.list(request, *args, **kwargs)
+
+    view = HeadOnly.as_view()
+    answers = [view(factory.head("/widgets/")) for _ in range(2)]
+    assert [(a.status_code, a["X-Cache"]) for a in answers] == [(200, "MISS"), (200, "HIT")]
+    assert RUNS == {"head-only": 1}
+    assert [(kind, method) for kind, method, _, _ in SEEN] == [("list", None)] * 2
+
+
+def test_a_hit_that_rechecks_the_object_still_does_after_a_second_lookup(backend):
+    """A detail view that re-checks object permissions on hits, whose answer carries an
+    unquoted ``ETag: abc``. A client sending ``W/abc`` names the entry to
+    ``cache_get.lua`` (head only) without matching it for a 304, so the toolkit looks
+    the entry up again for its body: that hit, too, calls ``get_object()`` first."""
+    widget = CachedWidget.objects.create(name="w")
+
+    class Rechecked(ExtensionsAttributes, CacheResponseMixin, generics.RetrieveAPIView):
+        cache_namespace = "ck-rechecked"
+        cache_recheck_object_permissions = True
+
+        def get_object(self) -> Any:
+            ran("get_object")
+            return super().get_object()
+
+        def retrieve(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            response = super().retrieve(request, *args, **kwargs)
+            response["ETag"] = "abc"
+            return response
+
+    view = Rechecked.as_view()
+    first = view(factory.get(f"/widgets/{widget.pk}/"), pk=widget.pk)
+    assert (first["X-Cache"], first["ETag"]) == ("MISS", "abc")
+    local_bodies.clear()
+    again = view(factory.get(f"/widgets/{widget.pk}/", HTTP_IF_NONE_MATCH="W/abc"), pk=widget.pk)
+    assert (again.status_code, again["X-Cache"]) == (200, "HIT")
+    assert content(again) == content(first) == {"id": widget.pk, "name": "w"}
+    # The miss's retrieve(), then each replay's re-check (the first replay checks
+    # before it learns that the body is missing: one redundant query on this rare path).
+    assert RUNS == {"get_object": 3}
