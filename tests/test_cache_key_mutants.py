@@ -27,6 +27,7 @@ from drf_redis_toolkit import caching
 from drf_redis_toolkit.cache_entries import local_bodies
 from drf_redis_toolkit.cache_stats import counters as _counters
 from drf_redis_toolkit.caching import CacheResponseMixin
+from drf_redis_toolkit.invalidation import delivery
 from tests.testapp.models import CachedWidget
 
 pytestmark = pytest.mark.django_db
@@ -438,3 +439,41 @@ def test_a_hit_that_rechecks_the_object_still_does_after_a_second_lookup(backend
     # The miss's retrieve(), then each replay's re-check (the first replay checks
     # before it learns that the body is missing: one redundant query on this rare path).
     assert RUNS == {"get_object": 3}
+
+
+def test_an_entry_invalidated_between_a_hits_two_lookups_is_recomputed_and_stored(backend):
+    """The rare path above, with a write landing between its two lookups (here, made
+    by the first replay's ``get_object()``): the second lookup finds no entry and
+    takes the single-flight lock under this request's token. The view runs, its answer
+    is stored under the new generation, and no lock is left behind for others to wait
+    on: the next request is a hit."""
+    widget = CachedWidget.objects.create(name="w")
+
+    class Raced(ExtensionsAttributes, CacheResponseMixin, generics.RetrieveAPIView):
+        cache_namespace = "ck-raced"
+        cache_recheck_object_permissions = True
+
+        def get_object(self) -> Any:
+            ran("get_object")
+            if RUNS["get_object"] == 2:  # the first replay's re-check: a write lands
+                delivery.invalidate_now(namespaces=["ck-raced"])
+            return super().get_object()
+
+        def retrieve(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            ran("retrieve")
+            response = super().retrieve(request, *args, **kwargs)
+            response["ETag"] = "abc"
+            return response
+
+    view = Raced.as_view()
+    url = f"/widgets/{widget.pk}/"
+    assert view(factory.get(url), pk=widget.pk)["X-Cache"] == "MISS"
+    local_bodies.clear()
+    raced = view(factory.get(url, HTTP_IF_NONE_MATCH="W/abc"), pk=widget.pk)
+    assert (raced.status_code, raced["X-Cache"]) == (200, "MISS")
+    assert content(raced) == {"id": widget.pk, "name": "w"}
+    assert RUNS["retrieve"] == 2
+    assert not list(backend.raw.scan_iter(match=b"drt:cl:*")), "a lock was left behind"
+    after = view(factory.get(url), pk=widget.pk)
+    assert (after["X-Cache"], RUNS["retrieve"]) == ("HIT", 2)
+
