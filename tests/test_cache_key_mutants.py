@@ -477,3 +477,38 @@ def test_an_entry_invalidated_between_a_hits_two_lookups_is_recomputed_and_store
     after = view(factory.get(url), pk=widget.pk)
     assert (after["X-Cache"], RUNS["retrieve"]) == ("HIT", 2)
 
+
+def test_an_entry_that_falls_due_between_a_hits_two_lookups_is_refreshed(backend, monkeypatch):
+    """The same rare path on a view with early refresh: between the two lookups the
+    entry is rewritten as due for a refresh (it took far longer to compute than the
+    time it has left). The second lookup makes the early-refresh draw too: the answer
+    is recomputed rather than served."""
+    monkeypatch.setattr(caching.random, "random", lambda: 0.5)
+    widget = CachedWidget.objects.create(name="w")
+
+    class DueLater(ExtensionsAttributes, CacheResponseMixin, generics.RetrieveAPIView):
+        cache_namespace = "ck-due-later"
+        cache_early_refresh = True
+        cache_recheck_object_permissions = True
+
+        def get_object(self) -> Any:
+            ran("get_object")
+            if RUNS["get_object"] == 2:  # the first replay's re-check: the entry falls due
+                (key,) = entry_keys(backend, "ck-due-later")
+                head, rest = backend.raw.get(key).split(b"\n", 1)
+                gen, _, etag = head.split(b" ", 2)
+                backend.raw.set(key, gen + b" 999999999999 " + etag + b"\n" + rest, px=50_000)
+            return super().get_object()
+
+        def retrieve(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+            ran("retrieve")
+            response = super().retrieve(request, *args, **kwargs)
+            response["ETag"] = "abc"
+            return response
+
+    view = DueLater.as_view()
+    url = f"/widgets/{widget.pk}/"
+    assert view(factory.get(url), pk=widget.pk)["X-Cache"] == "MISS"
+    local_bodies.clear()
+    again = view(factory.get(url, HTTP_IF_NONE_MATCH="W/abc"), pk=widget.pk)
+    assert (again.status_code, again["X-Cache"], RUNS["retrieve"]) == (200, "MISS", 2)
