@@ -84,6 +84,7 @@ from drf_redis_toolkit.drivers import (
 from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.generations import bump_generations
 from drf_redis_toolkit.invalidation.delivery import is_pending
+from drf_redis_toolkit.request_host import validated_host
 
 __all__ = [
     "CACHE_STATUS_HEADER",
@@ -158,7 +159,7 @@ def default_cache_key(view: Any, request: Request) -> str:
     return repr(
         (
             django_request.scheme,
-            django_request.get_host(),
+            validated_host(django_request),
             django_request.path,
             encoded,
             "" if version is None else str(version),
@@ -199,12 +200,18 @@ def _key_material(
 def _url_arguments(args: Any, kwargs: Any) -> str:
     """The view's URL arguments, canonical: one request dispatched with ``pk=1`` and then
     ``pk=2`` (a batch endpoint, a reused test request) must not share an entry."""
+    if not args and not kwargs:
+        return _NO_URL_ARGUMENTS
     return repr(
         (
             tuple(str(arg) for arg in args or ()),
             tuple(sorted((str(name), str(value)) for name, value in (kwargs or {}).items())),
         )
     )
+
+
+#: ``_url_arguments()`` of a route with none (most list views), built once.
+_NO_URL_ARGUMENTS = repr(((), ()))
 
 
 def _material(
@@ -232,6 +239,29 @@ def _checks_objects(permission: Any) -> bool:
     return _class_checks_objects(cast(Hashable, type(permission)))
 
 
+@functools.lru_cache(maxsize=256)
+def _classes_check_objects(permission_classes: tuple[Any, ...]) -> bool:
+    return any(_checks_objects(permission()) for permission in permission_classes)
+
+
+def _permissions_check_objects(view: Any) -> bool:
+    """Whether any of the view's permissions can refuse an object.
+
+    DRF's own ``get_permissions()`` makes one instance of each of
+    ``permission_classes``, so its answer is the classes': kept per tuple of
+    classes rather than instantiated again on every cached request. A view that
+    overrides ``get_permissions()`` is asked each time.
+    """
+    if type(view).get_permissions is APIView.get_permissions and "get_permissions" not in vars(
+        view
+    ):
+        try:
+            return _classes_check_objects(tuple(view.permission_classes))
+        except TypeError:  # an unhashable entry (an old DRF's ``IsA | IsB``)
+            pass
+    return any(_checks_objects(p) for p in view.get_permissions())
+
+
 def _object_permission_mode(view: Any) -> int:
     """How a hit must respect object permissions (``has_object_permission``).
 
@@ -246,7 +276,7 @@ def _object_permission_mode(view: Any) -> int:
     declared = getattr(view, "cache_recheck_object_permissions", None)
     if declared is False:
         return _NO_RECHECK
-    if declared is None and not any(_checks_objects(p) for p in view.get_permissions()):
+    if declared is None and not _permissions_check_objects(view):
         return _NO_RECHECK
     if isinstance(view, GenericAPIView):
         lookup = view.lookup_url_kwarg or view.lookup_field
@@ -467,6 +497,10 @@ def _extensions_kind(view: Any) -> str | None:
 
 
 def _extensions_attribute(view: Any, suffix: str) -> Any:
+    # Most views set neither attribute: two lookups, not the route analysis.
+    listed = getattr(view, f"list_cache_{suffix}", None)
+    if listed is None and getattr(view, f"object_cache_{suffix}", None) is None:
+        return None
     kind = _extensions_kind(view)
     return None if kind is None else getattr(view, f"{kind}_cache_{suffix}", None)
 

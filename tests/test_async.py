@@ -7,6 +7,8 @@ real uvicorn with concurrent clients.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
@@ -395,3 +397,30 @@ def test_async_views_use_the_redis_of_a_reused_django_cache(redis_server, settin
     finally:
         db5.close()
         caches["shared"].close()
+
+
+def test_is_async_answers_for_bound_methods_per_function_and_stays_bounded():
+    from drf_redis_toolkit import drivers
+
+    class View:
+        async def aget(self):
+            return None
+
+        def get(self):
+            return None
+
+    drivers._ASYNC_FUNCTIONS.clear()
+    first, second = View(), View()
+    assert drivers.is_async(first.aget) is True
+    assert drivers.is_async(second.aget) is True  # the same function: answered from memory
+    assert drivers.is_async(first.get) is False
+    assert drivers.is_async(second.get) is False
+    assert set(drivers._ASYNC_FUNCTIONS) == {View.aget, View.get}
+    assert drivers.is_async(functools.partial(View.aget, first)) is True  # no __func__
+    for i in range(drivers._ASYNC_FUNCTIONS_MAX + 10):
+        code = f"def f{i}(self): pass\nasync def a{i}(self): pass"
+        scope: dict = {}
+        exec(code, scope)
+        View.f, View.a = scope[f"f{i}"], scope[f"a{i}"]
+        assert drivers.is_async(first.f) is False and drivers.is_async(first.a) is True
+        assert len(drivers._ASYNC_FUNCTIONS) <= drivers._ASYNC_FUNCTIONS_MAX

@@ -275,3 +275,78 @@ def test_a_client_etag_that_names_the_entry_but_is_no_match_still_gets_the_body(
     assert (again.status_code, again["X-Cache"], again["ETag"]) == (200, "HIT", "abc")
     assert again.content == first.content
     assert runs == [1]
+
+
+class _StrictWhenAsked(APIView):
+    """A plain view whose own ``get_permissions()`` adds an object check on ``?strict=1``."""
+
+    authentication_classes = ()
+    permission_classes = [permissions.AllowAny]
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.query_params.get("strict"):
+            return [_OwnerOnly()]
+        return super().get_permissions()
+
+
+def test_a_view_s_own_get_permissions_is_asked_on_every_request(backend):
+    """``permission_classes`` answer for DRF's ``get_permissions()`` only (and are kept
+    per tuple of classes); an override may differ per request, so it is asked each time:
+    a request it gives an object check is not cached, the others are."""
+    runs = [0]
+
+    class View(CacheResponseMixin, _StrictWhenAsked):
+        cache_per_user = False
+        cache_namespace = "core-b-own-permissions"
+
+        def get(self, request: Any) -> Response:
+            runs[0] += 1
+            return Response({"strict": request.query_params.get("strict", "")})
+
+    view = View.as_view()
+    for query, cached in (("/s/?strict=1", False), ("/s/", True), ("/s/?strict=1", False)):
+        for _ in range(2):
+            response = view(factory.get(query))
+            assert response.status_code == 200
+            assert response.has_header("X-Cache") is cached
+    assert runs == [5]  # ?strict=1 ran four times, the plain query once
+
+
+def test_get_permissions_given_to_as_view_is_asked_too(backend):
+    """``as_view(get_permissions=...)`` sets it on the instance: asked, like an override."""
+    runs = [0]
+
+    class View(CacheResponseMixin, APIView):
+        authentication_classes = ()
+        permission_classes = [permissions.AllowAny]
+        cache_per_user = False
+        cache_namespace = "core-b-given-permissions"
+
+        def get(self, request: Any) -> Response:
+            runs[0] += 1
+            return Response({"ok": True})
+
+    checked = View.as_view(get_permissions=lambda: [_OwnerOnly()])
+    plain = View.as_view()
+    for _ in range(2):
+        assert not checked(factory.get("/g/")).has_header("X-Cache")
+    assert runs == [2]
+    assert [plain(factory.get("/g/"))["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+    assert runs == [3]
+
+
+def test_permission_classes_are_judged_per_view_whatever_was_judged_before(backend):
+    """Two views, one tuple of classes each: the kept answer of one never decides the
+    other's (an object check on one, none on the other, in either order)."""
+    runs = [0]
+
+    def answer(request: Any) -> Response:
+        runs[0] += 1
+        return Response({"ok": True})
+
+    open_view = _view("core-b-open", answer)
+    checked_view = _view("core-b-checked", answer, _OwnerOnly)
+    for _ in range(2):
+        assert not checked_view(factory.get("/c/")).has_header("X-Cache")
+        assert open_view(factory.get("/o/")).has_header("X-Cache")
+    assert runs == [3]
