@@ -512,3 +512,33 @@ def test_an_entry_that_falls_due_between_a_hits_two_lookups_is_refreshed(backend
     local_bodies.clear()
     again = view(factory.get(url, HTTP_IF_NONE_MATCH="W/abc"), pk=widget.pk)
     assert (again.status_code, again["X-Cache"], RUNS["retrieve"]) == (200, "MISS", 2)
+
+
+class _OneSideOnly(CacheResponseMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = CachedWidget.objects.all()
+    serializer_class = WidgetSerializer
+    permission_classes = [permissions.AllowAny]
+    cache_per_user = False
+
+
+@pytest.mark.parametrize("side", ["object", "list"])
+def test_one_side_of_drf_extensions_attributes_applies_to_its_side_only(backend, side):
+    """A view that sets only ``object_cache_timeout`` (or only ``list_cache_timeout``):
+    that side takes it, the other side the default (300 s), and neither fails on the
+    attribute it lacks."""
+
+    class View(_OneSideOnly):
+        cache_namespace = f"ck-only-{side}"
+
+    setattr(View, f"{side}_cache_timeout", 90)
+    widget = CachedWidget.objects.create(name="a", price=1)
+    lister = View.as_view({"get": "list"})
+    getter = View.as_view({"get": "retrieve"})
+    assert lister(factory.get("/w/"))["X-Cache"] == "MISS"
+    list_ttl = entry_ttl(backend, f"ck-only-{side}")
+    backend.raw.delete(*entry_keys(backend, f"ck-only-{side}"))
+    assert getter(factory.get(f"/w/{widget.pk}/"), pk=widget.pk)["X-Cache"] == "MISS"
+    object_ttl = entry_ttl(backend, f"ck-only-{side}")
+    short, default = (object_ttl, list_ttl) if side == "object" else (list_ttl, object_ttl)
+    assert 60_000 < short <= 90_000
+    assert 240_000 < default <= 300_000
