@@ -6,7 +6,9 @@ every hit paid for that check, a tenth of a local hit's own work. A valid host
 comes back unchanged (``get_host()`` returns the raw host it validated), and a
 host that passed once passes again until a setting it depends on changes, so the
 hosts that passed are remembered (a bounded set) and forgotten when one of those
-settings changes (``override_settings`` sends ``setting_changed``).
+settings changes (``override_settings`` sends ``setting_changed``; an assignment
+to ``django.conf.settings`` at run time sends nothing, so a host it removes from
+``ALLOWED_HOSTS`` stays accepted until ``forget_hosts()``).
 
 A host that does not pass is never remembered: ``get_host()`` runs again and
 raises ``DisallowedHost``, as it would without the cache. A request class that
