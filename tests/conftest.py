@@ -231,6 +231,22 @@ def _fresh_fake_redis() -> Iterator[None]:
     reset_connection()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_memos() -> None:
+    """Every test judges hosts, permission classes and handlers afresh.
+
+    The hit path keeps a few answers per process (``request_host``, the object check
+    of a tuple of permission classes, whether a handler is async). A test must not be
+    answered from what an earlier test left: mutmut's workers are forked from a process
+    that already ran tests, so a memo filled there would hide a mutant of the check.
+    """
+    from drf_redis_toolkit import caching, drivers, request_host
+
+    request_host.forget_hosts()
+    caching._classes_check_objects.cache_clear()
+    drivers._ASYNC_FUNCTIONS.clear()
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
         return

@@ -542,3 +542,24 @@ def test_one_side_of_drf_extensions_attributes_applies_to_its_side_only(backend,
     short, default = (object_ttl, list_ttl) if side == "object" else (list_ttl, object_ttl)
     assert 60_000 < short <= 90_000
     assert 240_000 < default <= 300_000
+
+
+def test_drf_extensions_attributes_on_a_plain_apiview_do_not_apply(backend):
+    """A plain ``APIView`` neither lists nor retrieves: a ``list_cache_timeout`` it sets
+    (drf-extensions reads it on ``list()`` only) leaves the default timeout, and the route
+    analysis a generic view gets is never attempted on it (it has no lookup field)."""
+
+    class Plain(CacheResponseMixin, APIView):
+        permission_classes = [permissions.AllowAny]
+        cache_per_user = False
+        cache_namespace = "ck-plain-attributes"
+        list_cache_timeout = 30
+        object_cache_timeout = 90
+
+        def get(self, request: Any) -> Response:
+            return Response({"plain": True})
+
+    view = Plain.as_view()
+    assert view(factory.get("/plain/"))["X-Cache"] == "MISS"
+    assert view(factory.get("/plain/"))["X-Cache"] == "HIT"
+    assert 240_000 < entry_ttl(backend, "ck-plain-attributes") <= 300_000
