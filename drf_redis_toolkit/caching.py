@@ -304,6 +304,10 @@ class _Options:
     lock_timeout: float | None = None
 
 
+#: The options of a mixin view (none given): one frozen instance, not one per request.
+_NO_OPTIONS = _Options()
+
+
 class _Plan:
     """What one request's entry is called and how it is cached (resolved once per request).
 
@@ -514,7 +518,7 @@ def _make_plan(
     kwargs: dict[str, Any] | None = None,
 ) -> _Plan | None:
     """Resolve the view's hooks for this request; ``None`` means "do not cache it"."""
-    opts = options or _Options()
+    opts = options or _NO_OPTIONS
     kwargs = kwargs or {}
     mixin = isinstance(view, CacheResponseMixin)
     key_func = opts.key_func
@@ -573,6 +577,18 @@ def _make_plan(
 # -- Redis calls -----------------------------------------------------------------
 
 _last_error_log = [0.0]
+
+#: Where lock tokens come from: a generator of the toolkit's own, seeded from
+#: ``os.urandom`` and again in every forked child, so ``random.seed()`` in user code
+#: (a seeded test, a worker) cannot make two processes draw the same tokens, and a
+#: hit makes no ``getrandom`` system call (``os.urandom`` cost a hit a microsecond).
+_token_source = random.Random()
+os.register_at_fork(after_in_child=_token_source.seed)
+
+
+def _lock_token() -> str:
+    """A single-flight lock's holder: 64 random bits, unique among one key's holders."""
+    return f"{_token_source.getrandbits(64):016x}"
 
 
 def _redis_failed(exc: BaseException) -> None:
@@ -896,7 +912,7 @@ def _serve(
         signals.cache_bypassed(plan.namespace, signals.PENDING_INVALIDATION, view, request)
         counters.add(plan.namespace, hit=False)
         return (yield from _compute(view, request, handler, args, kwargs, plan, None, None))
-    token = os.urandom(8).hex()
+    token = _lock_token()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
     gen: int | None
     try:

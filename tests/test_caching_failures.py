@@ -168,3 +168,41 @@ def test_a_forked_worker_does_not_flush_its_parents_counts(real_backend, setting
     child.join(timeout=30)
     assert child.exitcode == 0
     assert namespace_stats()["echo"] == {"hits": 1, "misses": 1, "hit_rate": 50.0}
+
+
+def _draw_token_after_seeding(queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    import random
+
+    from drf_redis_toolkit import caching
+
+    random.seed(7)  # what a seeded worker or test does
+    queue.put(caching._lock_token())
+
+
+def test_lock_tokens_differ_between_forked_workers_that_seed_random_alike():
+    """Two workers holding one token would release each other's single-flight lock.
+
+    Lock tokens do not come from ``random``'s shared generator, which user code seeds,
+    and the toolkit's own generator is seeded again in every forked child.
+    """
+    import random
+
+    from drf_redis_toolkit import caching
+
+    random.seed(7)
+    first = caching._lock_token()
+    random.seed(7)
+    assert caching._lock_token() != first
+    assert len(first) == 16 and int(first, 16) >= 0
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_draw_token_after_seeding, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    tokens = [queue.get(timeout=30) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+        assert child.exitcode == 0
+    assert tokens[0] != tokens[1]
+    assert first not in tokens
