@@ -576,8 +576,6 @@ def _make_plan(
 
 # -- Redis calls -----------------------------------------------------------------
 
-_last_error_log = [0.0]
-
 #: Where lock tokens come from: a generator of the toolkit's own, seeded from
 #: ``os.urandom`` and again in every forked child, so ``random.seed()`` in user code
 #: (a seeded test, a worker) cannot make two processes draw the same tokens, and a
@@ -589,6 +587,9 @@ os.register_at_fork(after_in_child=_token_source.seed)
 def _lock_token() -> str:
     """A single-flight lock's holder: 64 random bits, unique among one key's holders."""
     return f"{_token_source.getrandbits(64):016x}"
+
+
+_last_error_log = [0.0]
 
 
 def _redis_failed(exc: BaseException) -> None:

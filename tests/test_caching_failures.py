@@ -189,10 +189,15 @@ def test_lock_tokens_differ_between_forked_workers_that_seed_random_alike():
 
     from drf_redis_toolkit import caching
 
-    random.seed(7)
-    first = caching._lock_token()
-    random.seed(7)
-    assert caching._lock_token() != first
+    saved = random.getstate()  # other tests draw from the shared generator too
+    try:
+        random.seed(7)
+        first = caching._lock_token()
+        random.seed(7)
+        second = caching._lock_token()
+    finally:
+        random.setstate(saved)
+    assert second != first
     assert len(first) == 16 and int(first, 16) >= 0
 
     context = multiprocessing.get_context("fork")
