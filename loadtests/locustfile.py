@@ -95,6 +95,9 @@ EXAMPLES: dict[str, list[str]] = defaultdict(list)
 CHECKED: Counter[str] = Counter()  # reads and answers actually checked, by kind
 SCOPES: dict[str, Counter[str]] = defaultdict(Counter)  # scope -> {"requests", "throttled"}
 XCACHE: dict[str, Counter[str]] = defaultdict(Counter)  # request name -> {"HIT", "MISS"}
+#: Request names each kind of user sent. The browse mix (``make load MODE=saturate``'s
+#: target) is the browsers' requests: their names must be theirs alone (``final_stats``).
+NAMES_BY_ROLE: dict[str, set[str]] = defaultdict(set)
 ABUSE_LOG: list[tuple[float, float, int]] = []  # (sent, answered, status) of the abuser
 ERRORS: Counter[str] = Counter()  # unexpected answers over the whole run (ramp-up included)
 _clock: dict[str, float] = {}
@@ -179,6 +182,8 @@ class ShopUser(FastHttpUser):
     """Common plumbing: an address of its own, JSON, throttle and cache bookkeeping."""
 
     abstract = True
+    #: Which kind of user this is, in ``NAMES_BY_ROLE`` (``"browser"``: the browse mix).
+    role = "user"
     #: Scope that limits this user's requests when no header names it (DRF's throttles).
     scope = "anon"
     #: 429s are what this user is here for.
@@ -212,6 +217,7 @@ class ShopUser(FastHttpUser):
         (not 204/304) must be JSON and pass ``judge`` (what was asked for, with
         the right fields), or it is a violation: nothing raises inside a task.
         """
+        NAMES_BY_ROLE[self.role].add(name)
         started = time.monotonic()
         if self.addresses is not None:
             self.headers["X-Forwarded-For"] = next(self.addresses)
@@ -297,6 +303,7 @@ class Browser(ShopUser):
 
     weight = 3
     wait_time = between(0.05, 0.5) if THINK else constant(0)
+    role = "browser"
 
     def on_start(self) -> None:
         super().on_start()
@@ -377,6 +384,7 @@ class Shopper(ShopUser):
     weight = 1
     wait_time = between(0.3, 1.5)
     scope = "user"
+    role = "shopper"
     max_lines = 8
 
     def on_start(self) -> None:
@@ -484,7 +492,7 @@ class Shopper(ShopUser):
     def view_product(self) -> None:
         product = log_uniform(HOT)
         reply = self.call(
-            "GET", f"/api/products/{product}/", name="/api/products/{id}/",
+            "GET", f"/api/products/{product}/", name="/api/products/{id}/ (shopper)",
             judge=detail_judge(product),
         )  # fmt: skip
         if reply.status == 200:
@@ -497,6 +505,7 @@ class Staff(ShopUser):
     fixed_count = 1
     wait_time = between(0.4, 1.2)
     scope = "user"
+    role = "staff"
 
     def on_start(self) -> None:
         super().on_start()
@@ -528,7 +537,7 @@ class Staff(ShopUser):
         if ok:
             CHECKED["staff-updates"] += 1
             own = self.call(
-                "GET", f"/api/products/{product}/", name="/api/products/{id}/",
+                "GET", f"/api/products/{product}/", name="/api/products/{id}/ (staff)",
                 judge=detail_judge(product),
             )  # fmt: skip
             if own.status == 200:
@@ -540,7 +549,7 @@ class Staff(ShopUser):
     @task(1)
     def review_list(self) -> None:
         reply = self.call(
-            "GET", "/api/products/?page=1", name="/api/products/?page=", judge=page_judge(1)
+            "GET", "/api/products/?page=1", name="/api/products/?page= (staff)", judge=page_judge(1)
         )
         if reply.status == 200:
             self.check_prices(reply.json()["results"], reply, "catalogue", "stale-read")
@@ -553,6 +562,7 @@ class Abuser(ShopUser):
     wait_time = constant_throughput(25)
     scope = "user"
     expects_throttling = True
+    role = "abuser"
 
     def on_start(self) -> None:
         super().on_start()
@@ -665,7 +675,37 @@ def final_stats(environment: Any) -> dict[str, Any]:
     requests = sum(
         e.num_requests for (_, m), e in environment.stats.entries.items() if m != "CHECK"
     )
-    return {"entries": entries, "http": {"requests": requests, **percentiles}, "errors": errors}
+    return {
+        "entries": entries,
+        "http": {"requests": requests, **percentiles},
+        "browse": browse_stats(environment),
+        "errors": errors,
+    }
+
+
+def browse_stats(environment: Any) -> dict[str, Any]:
+    """The browsers' requests alone: the browse mix, next to the paced users' traffic.
+
+    Shoppers, staff and the abuser keep their own pace whatever the server's speed,
+    so they add about the same requests/s to every configuration; the browsers'
+    requests are what a faster server serves more of. A name sent by browsers and
+    by another kind of user would mix the two: it is reported, and fails the run.
+    """
+    mine = NAMES_BY_ROLE.get("browser", set())
+    others = set().union(*(names for role, names in NAMES_BY_ROLE.items() if role != "browser"))
+    merged: Counter[int] = Counter()
+    requests = 0
+    for (name, method), entry in environment.stats.entries.items():
+        if method != "CHECK" and name in mine:
+            requests += entry.num_requests
+            merged.update(entry.response_times)
+    total = sum(merged.values())
+    return {
+        "requests": requests,
+        "p50_ms": calculate_response_time_percentile(dict(merged), total, 0.5) if total else 0,
+        "p95_ms": calculate_response_time_percentile(dict(merged), total, 0.95) if total else 0,
+        "shared_names": sorted(mine & others),
+    }
 
 
 @events.quitting.add_listener

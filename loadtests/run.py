@@ -548,6 +548,7 @@ def summarize(
     violations.pop("early-refusal", None)
     stale = sum(violations.get(name, 0) for name in STALE)
     checked = client.get("checked", {})
+    browse = stats.get("browse") or {"requests": 0, "p50_ms": 0, "p95_ms": 0, "shared_names": []}
     reasons = verdict(
         mode=mode,
         locust_exit=locust_exit,
@@ -558,6 +559,8 @@ def summarize(
         early_refusals=len(early),
         checked=checked,
     )
+    if browse["shared_names"]:
+        reasons.append(f"request names sent by browsers and other users: {browse['shared_names']}")
     return {
         "mode": mode,
         "users": users,
@@ -574,6 +577,13 @@ def summarize(
         "p50_ms": stats["http"]["p50_ms"],
         "p95_ms": stats["http"]["p95_ms"],
         "p99_ms": stats["http"]["p99_ms"],
+        # The browsers' requests alone (MODE=saturate's target; locustfile.browse_stats).
+        "browse": {
+            "requests": browse["requests"],
+            "requests_per_s": round(browse["requests"] / elapsed, 1),
+            "p50_ms": browse["p50_ms"],
+            "p95_ms": browse["p95_ms"],
+        },
         "endpoints": endpoints,
         "cache_hit_rate": {"server": families, "client": client_hits},
         "throttle_429_share": scopes,

@@ -68,6 +68,20 @@ def test_load_smoke(tmp_path: Path) -> None:
 
     # The run did what it is there for: requests, and every kind of check.
     assert summary["requests"] > 0
+    # The browse mix (MODE=saturate's target) is the browsers' requests: some, not all.
+    client = json.loads((tmp_path / "toolkit" / "client.json").read_text())
+    browse = client["stats"]["browse"]
+    assert browse["shared_names"] == [], browse
+    assert 0 < summary["browse"]["requests"] < summary["requests"], summary["browse"]
+    paced = ("(staff)", "(shopper)", "(abuser)")  # the other users' catalogue reads
+    browsing = sum(
+        e["requests"]
+        for e in client["stats"]["entries"].values()
+        if e["type"] != "CHECK"
+        and not e["name"].endswith(paced)
+        and not e["name"].startswith(("/api/cart", "/api/auth/"))
+    )
+    assert summary["browse"]["requests"] == browsing, (summary["browse"], browsing)
     checked = summary["checked"]
     print(f"\nload smoke: checked {checked}; abuse {summary['abuse']['admitted']} admitted")
     for kind in REQUIRED_CHECKS:
