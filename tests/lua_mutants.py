@@ -74,6 +74,7 @@ COVERING = {
     "generation_read": GENERATION_TESTS,
     "cache_stats_add": ("tests/test_caching.py",),
     "popular_products": (EDGES, "tests/test_client.py", "tests/test_seed_guide.py"),
+    "popular_track": (EDGES, "tests/test_client.py", "tests/test_seed_guide.py"),
 }
 
 _W = "sliding_window"
@@ -210,6 +211,12 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("popular_products", "one product too few", "tonumber(ARGV[1]) - 1",
            "tonumber(ARGV[1]) - 2"),
     Mutant("popular_products", "scratch key kept", "redis.call('DEL', KEYS[1])\n", ""),
+    Mutant("popular_track", "a view counted twice", "'ZINCRBY', KEYS[1], 1,",
+           "'ZINCRBY', KEYS[1], 2,"),
+    Mutant("popular_track", "the day never expires", "redis.call('EXPIRE', KEYS[1], ARGV[2])\n",
+           ""),
+    Mutant("popular_track", "the day expires in an hour", "KEYS[1], ARGV[2])", "KEYS[1], 3600)"),
+    Mutant("popular_track", "no count returned", "return tonumber(views)", "return 0"),
 )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from drf_redis_toolkit import client as client_module
+from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.client import (
     cache_product,
     cache_user_cart,
@@ -228,6 +229,35 @@ def test_popular_products_most_viewed_first(backend):
     assert get_popular_products(limit=2) == [(2, 5), (1, 3)]
     assert get_popular_products() == [(2, 5), (1, 3), (3, 1)]
     assert get_popular_products(limit=0) == []
+
+
+def test_a_view_is_counted_once_and_its_day_kept_past_the_window(backend):
+    assert track_product_view(7) == 1
+    assert track_product_view("7") == 2
+    assert track_product_view(8) == 1
+    key = keyspace.popular_products_key(client_module._today())
+    assert backend.raw.zscore(key, "7") == 2
+    lifetime = (client_module.POPULAR_DAYS + 1) * 86400
+    assert lifetime - 60 <= backend.raw.ttl(key) <= lifetime
+
+
+def test_a_view_is_counted_in_one_round_trip(backend):
+    """A detail view counts on every request, cache hits included: one call, no pipeline."""
+    from tests.test_throttle_round_trips import changes, commands, node_clients
+
+    if not backend.is_real:
+        pytest.skip("counts what a real server executed (INFO commandstats)")
+    track_product_view(1)  # the script is loaded on the node that owns today's key
+    clients = node_clients(backend)
+    try:
+        before = commands(clients)
+        track_product_view(1)
+        sent = changes(before, commands(clients))
+    finally:
+        for client in clients:
+            client.close()
+    # ZINCRBY and EXPIRE are what the script ran inside the server.
+    assert sent == {"evalsha": 1, "zincrby": 1, "expire": 1}, sent
 
 
 def test_popular_products_span_seven_days(backend, monkeypatch):

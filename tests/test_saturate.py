@@ -31,6 +31,48 @@ def test_user_steps_double_up_to_the_bound():
     assert saturate.user_steps(0, 3) == [1, 2]
 
 
+def test_steps_down_halve_below_the_first_to_the_floor():
+    assert saturate.steps_down(8, 4) == [4]
+    assert saturate.steps_down(16, 3) == [8, 4]
+    assert saturate.steps_down(4, 4) == []
+
+
+def test_a_configuration_past_the_bound_at_its_first_step_steps_down(tmp_path, monkeypatch):
+    """The baseline at 8 users already past 100 ms: measured at 4 instead of failing."""
+    import argparse
+
+    p95_at = {"toolkit": {8: 40, 16: 60, 32: 140}, "baseline": {8: 110, 4: 70}}
+    asked: list[tuple[str, int]] = []
+
+    def run_once(args, mode, users, outdir):
+        asked.append((mode, users))
+        p95 = p95_at[mode].get(users, 200)
+        step = _step(users, 30.0 * users if mode == "toolkit" else 12.0 * users, p95)
+        return {
+            **step, "mode": mode, "locust_exit": 0, "requests": 100, "errors": 0,
+            "violations": {}, "early_refusals": 0,
+            "browse": {"requests_per_s": step["browse_requests_per_s"]},
+        }  # fmt: skip
+
+    args = argparse.Namespace(
+        duration=20, first_users=8, max_users=128, spawn_rate=1.0, abusers=2, extra_env={}
+    )
+    without_local = [c for c in saturate.CONFIGURATIONS if c[0] != "toolkit + LOCAL_CACHE"]
+    monkeypatch.setattr(saturate, "CONFIGURATIONS", without_local)
+    report, _code = saturate.run(args, run_once, tmp_path)
+    assert asked == [
+        ("toolkit", 8),
+        ("toolkit", 16),
+        ("toolkit", 32),
+        ("baseline", 8),
+        ("baseline", 4),
+    ]
+    baseline = report["modes"]["baseline"]
+    assert [s["users"] for s in baseline["steps"]] == [4, 8]
+    assert baseline["best"]["users"] == 4
+    assert report["ratios"] == {"toolkit": round(480 / 48, 2)}
+
+
 def test_the_best_step_is_the_fastest_within_the_latency_bound():
     steps = [_step(8, 300, 40), _step(16, 450, 90), _step(32, 500, 140)]
     assert saturate.best(steps) is steps[1]
