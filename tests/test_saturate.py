@@ -60,17 +60,22 @@ def test_a_configuration_past_the_bound_at_its_first_step_steps_down(tmp_path, m
     without_local = [c for c in saturate.CONFIGURATIONS if c[0] != "toolkit + LOCAL_CACHE"]
     monkeypatch.setattr(saturate, "CONFIGURATIONS", without_local)
     report, _code = saturate.run(args, run_once, tmp_path)
+    # Each past the bound just above its best step: the midpoint is tried once.
     assert asked == [
-        ("toolkit", 8),
-        ("toolkit", 16),
-        ("toolkit", 32),
-        ("baseline", 8),
-        ("baseline", 4),
-    ]
+        ("toolkit", 8), ("toolkit", 16), ("toolkit", 32), ("toolkit", 24),
+        ("baseline", 8), ("baseline", 4), ("baseline", 6),
+    ]  # fmt: skip
     baseline = report["modes"]["baseline"]
-    assert [s["users"] for s in baseline["steps"]] == [4, 8]
-    assert baseline["best"]["users"] == 4
+    assert [s["users"] for s in baseline["steps"]] == [4, 6, 8]
+    assert baseline["best"]["users"] == 4  # 6 users: past the bound too (p95 200 ms)
     assert report["ratios"] == {"toolkit": round(480 / 48, 2)}
+
+
+def test_the_midpoint_is_tried_only_next_to_a_step_past_the_bound():
+    assert saturate.refinement([_step(8, 300, 40), _step(16, 500, 120)]) == 12
+    assert saturate.refinement([_step(8, 300, 40), _step(16, 305, 60)]) is None  # flat
+    assert saturate.refinement([_step(8, 300, 120)]) is None  # nothing in bound
+    assert saturate.refinement([_step(4, 300, 40), _step(6, 310, 90), _step(8, 320, 130)]) is None
 
 
 def test_the_best_step_is_the_fastest_within_the_latency_bound():
