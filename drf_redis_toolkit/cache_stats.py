@@ -41,7 +41,9 @@ class Counters:
     Counting in Redis on every request would cost a command per request (or make
     the hit script write); instead the request that finds the counts older than
     ``STATS_FLUSH_INTERVAL`` sends them all in one script call: one extra round
-    trip per process every few seconds, none on the others.
+    trip per process every few seconds, none on the others. ``add()`` only says
+    that a flush is due; the caller's flow runs ``flush()`` as a step of its own,
+    so on an event loop it runs in a worker thread, never on the loop.
     """
 
     def __init__(self, interval: float) -> None:
@@ -50,15 +52,14 @@ class Counters:
         self._pending: dict[str, list[int]] = {}
         self._due = time.monotonic() + interval
 
-    def add(self, namespace: str, hit: bool) -> None:
+    def add(self, namespace: str, hit: bool) -> bool:
+        """Count one hit or miss; whether the counts are due to be flushed (I/O: the caller's)."""
         with self._lock:
             counts = self._pending.get(namespace)
             if counts is None:
                 counts = self._pending[namespace] = [0, 0]
             counts[0 if hit else 1] += 1
-            due = time.monotonic() >= self._due
-        if due:
-            self.flush()
+            return time.monotonic() >= self._due
 
     def reset(self) -> None:
         with self._lock:

@@ -75,6 +75,7 @@ from drf_redis_toolkit.drivers import (
     Call,
     Delete,
     Flow,
+    Offload,
     Script,
     Sleep,
     is_async,
@@ -893,6 +894,12 @@ def _find(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _count(namespace: str, hit: bool) -> Flow[None]:
+    """Count a hit or a miss; when the counts are due, flush them as a step of the flow."""
+    if counters.add(namespace, hit):
+        yield Offload(counters.flush)
+
+
 def _serve(
     view: Any,
     request: Request,
@@ -911,7 +918,7 @@ def _serve(
         # This process changed data under the namespace and Redis has not been
         # told yet: any entry may be stale. A miss, and nothing stored.
         signals.cache_bypassed(plan.namespace, signals.PENDING_INVALIDATION, view, request)
-        counters.add(plan.namespace, hit=False)
+        yield from _count(plan.namespace, hit=False)
         return (yield from _compute(view, request, handler, args, kwargs, plan, None, None))
     token = _lock_token()
     factor = -math.log(1.0 - random.random()) * XFETCH_BETA if plan.early_refresh else 0
@@ -926,14 +933,14 @@ def _serve(
                     response = yield from _replay(view, request, plan, raw, None)
             if isinstance(response, HttpResponseBase):
                 signals.cache_served(plan.namespace, response, view, request)
-                counters.add(plan.namespace, hit=True)
+                yield from _count(plan.namespace, hit=True)
                 return response
             if state in (_HIT, _UNCHANGED):
                 state = _PASS  # corrupt, and deleted: compute and store without the lock
     except _CACHE_ERRORS as exc:
         _redis_failed(exc)
         gen, state = None, _PASS
-    counters.add(plan.namespace, hit=False)
+    yield from _count(plan.namespace, hit=False)
     signals.cache_missed(plan.namespace, view, request, early=state == _REFRESH, failed=gen is None)
     held = token if state in (_LOCKED, _REFRESH) else None
     return (yield from _compute(view, request, handler, args, kwargs, plan, gen, held))

@@ -61,6 +61,23 @@ class Delete:
             return await client.delete(self.key)
 
 
+class Offload:
+    """A blocking call of the toolkit's own (not the view's), such as flushing the
+    hit/miss counters: in this thread, or on an event loop in a worker thread of
+    the loop's default executor, so the loop never waits on its socket."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self.func = func
+
+    def run(self) -> Any:
+        return self.func()
+
+    async def arun(self) -> Any:
+        return await asyncio.to_thread(self.func)
+
+
 class Sleep:
     """Pause (waiting for another request's single-flight lock)."""
 

@@ -39,4 +39,20 @@ settings.configure(
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
+if os.environ.get("DRT_LOOP_GUARD") == "1":
+    # Every sync Redis call made on the event loop is reported on stderr, which the
+    # test reads; and the hit/miss counters flush on every request, not every 5 s,
+    # so that path runs under the server's concurrency too.
+    import builtins
+    import sys
+
+    from drf_redis_toolkit.cache_stats import counters
+    from tests import loop_guard
+
+    def _report(name: str) -> None:
+        print(f"{loop_guard.REPORT}: {name}", file=sys.stderr, flush=True)
+
+    loop_guard.install(_report, builtins.setattr)
+    counters.interval, counters._due = 0.0, float("-inf")
+
 application = get_asgi_application()

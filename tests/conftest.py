@@ -201,6 +201,18 @@ def toolkit_settings_for(name: str, request: pytest.FixtureRequest, **extra: Any
     raise ValueError(name)
 
 
+@pytest.fixture
+def no_sync_redis_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """No sync redis-py command or pipeline runs on a thread running an event loop
+    during the test (``tests/loop_guard.py``): it would stall every request there."""
+    from tests import loop_guard
+
+    on_loop: list[str] = []
+    loop_guard.install(on_loop.append, monkeypatch.setattr)
+    yield on_loop
+    assert on_loop == [], f"sync Redis calls on the event loop: {on_loop}"
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """Run the test on each backend, with the toolkit pointed at it and the data flushed."""

@@ -7,6 +7,7 @@ real uvicorn with concurrent clients.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import pytest
@@ -18,6 +19,9 @@ from drf_redis_toolkit import connection
 from drf_redis_toolkit.cache_stats import counters as _counters
 from tests.async_views import CALLS
 from tests.testapp.models import CachedWidget
+
+# Every test: no sync Redis call on the event loop (conftest, tests/loop_guard.py).
+pytestmark = pytest.mark.usefixtures("no_sync_redis_on_the_loop")
 
 
 @pytest.fixture(autouse=True)
@@ -237,17 +241,21 @@ def test_without_an_async_factory_a_connection_factory_client_runs_in_worker_thr
     from tests import servers
 
     settings.DRF_REDIS_TOOLKIT = {"CONNECTION_FACTORY": "tests.servers.fake_redis"}
-    threads: set[int] = set()
+    # (thread, whether it was running an event loop) for every script call. Thread
+    # idents alone cannot tell: the OS hands a finished thread's ident to the next.
+    calls: list[tuple[threading.Thread, bool]] = []
     real_evalsha = servers.fakeredis.FakeRedis.evalsha
 
     def evalsha(self, *args, **kwargs):
-        threads.add(threading.get_ident())
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        calls.append((threading.current_thread(), on_loop))
         return real_evalsha(self, *args, **kwargs)
 
-    loop_threads: list[int] = []
-
     async def fetch():
-        loop_threads.append(threading.get_ident())
         first = await AsyncClient().get("/async/counted/")
         second = await AsyncClient().get("/async/counted/")
         return first, second, connection.get_async_client()
@@ -257,7 +265,27 @@ def test_without_an_async_factory_a_connection_factory_client_runs_in_worker_thr
         first, second, client = async_to_sync(fetch)()
     assert isinstance(client, connection._ThreadedClient)
     assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
-    assert threads and loop_threads[0] not in threads
+    assert calls and not [thread.name for thread, on_loop in calls if on_loop]
+    assert threading.main_thread() not in {thread for thread, _ in calls}
+
+
+def test_a_due_statistics_flush_on_an_async_view_runs_off_the_loop_and_reaches_redis(
+    backend, monkeypatch
+):
+    """The hit/miss counters flush every few seconds from whichever request finds
+    them due: on an async view that request's flush runs in a worker thread (it once
+    ran the sync client on the event loop, one request in a few seconds' worth)."""
+    import math
+
+    from drf_redis_toolkit.cache_stats import namespace_stats
+
+    monkeypatch.setattr(_counters, "interval", 0.0)  # every count finds the flush due
+    monkeypatch.setattr(_counters, "_due", -math.inf)
+    first, second = get("/async/counted/"), get("/async/counted/")
+    assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
+    assert _counters._pending == {}  # both counts left the process
+    stats = namespace_stats()["async-counted"]
+    assert (stats["hits"], stats["misses"]) == (1, 1)
 
 
 def test_two_throttles_in_one_async_round_count_only_admitted_requests(backend):

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from tests import loop_guard
 from tests.conftest import toolkit_settings_for
 from tests.testapp.models import CachedWidget
 
@@ -48,6 +49,7 @@ class Server:
             "DRT_TEST_DB": database,
             "DRT_TEST_TOOLKIT": json.dumps(toolkit),
             "PYTHONPATH": str(ROOT),
+            "DRT_LOOP_GUARD": "1",  # tests/loop_guard.py: sync Redis calls on the loop reported
         }
         env.pop("DJANGO_SETTINGS_MODULE", None)
         self.log = tempfile.NamedTemporaryFile(prefix="drt-uvicorn-", suffix=".log")
@@ -84,13 +86,16 @@ class Server:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop the server; then no sync Redis call may have run on its event loop."""
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        errors = self.errors()
         self.log.close()
+        assert loop_guard.REPORT not in errors, errors
 
 
 @pytest.fixture(params=["real", "cluster"])

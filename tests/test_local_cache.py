@@ -581,6 +581,7 @@ def test_local_cache_settings_are_validated():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("no_sync_redis_on_the_loop")
 def test_async_views_are_served_locally_and_see_invalidations(lc_backend, settings):
     from asgiref.sync import async_to_sync
     from django.test import AsyncClient

@@ -11,6 +11,9 @@ from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit import ratelimit
 from drf_redis_toolkit.rates import Limit, parse_rate
 
+# Every test: no sync Redis call on the event loop (conftest, tests/loop_guard.py).
+pytestmark = pytest.mark.usefixtures("no_sync_redis_on_the_loop")
+
 
 class Steps:
     """Decide and take back through the ``drivers`` steps, sync or on an event loop."""

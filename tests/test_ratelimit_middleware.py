@@ -15,6 +15,9 @@ from drf_redis_toolkit.middleware import RateLimitMiddleware
 from drf_redis_toolkit.rates import parse_rate
 from tests import servers
 
+# Every test: no sync Redis call on the event loop (conftest, tests/loop_guard.py).
+pytestmark = pytest.mark.usefixtures("no_sync_redis_on_the_loop")
+
 factory = APIRequestFactory()
 
 
