@@ -15,12 +15,9 @@ import threading
 import time
 from typing import Any
 
-import redis
-
 from drf_redis_toolkit import keys as keyspace
 from drf_redis_toolkit.conf import CONNECTION_KEYS, toolkit_settings
 from drf_redis_toolkit.connection import guarded
-from drf_redis_toolkit.exceptions import RedisUnavailable
 from drf_redis_toolkit.scripts import get_script
 
 logger = logging.getLogger("drf_redis_toolkit")
@@ -83,8 +80,11 @@ class Counters:
                 get_script("cache_stats_add")(
                     keys=[keyspace.cache_stats_key()], args=args, client=client
                 )
-        except (RedisUnavailable, redis.RedisError) as exc:
-            logger.debug("drf_redis_toolkit: cache statistics kept for later: %s", exc)
+        except Exception as exc:  # RedisError, RedisClusterException, any other
+            # Kept for the next flush, whatever failed: statistics never fail a request.
+            logger.debug(
+                "drf_redis_toolkit: cache statistics kept for later: %s", exc, exc_info=True
+            )
             with self._lock:  # keep them for the next flush
                 for namespace, (hits, misses) in pending.items():
                     counts = self._pending.setdefault(namespace, [0, 0])

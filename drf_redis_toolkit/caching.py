@@ -895,9 +895,17 @@ def _find(
 
 
 def _count(namespace: str, hit: bool) -> Flow[None]:
-    """Count a hit or a miss; when the counts are due, flush them as a step of the flow."""
+    """Count a hit or a miss; when the counts are due, flush them as a step of the flow.
+
+    Statistics never fail the request they ride on: ``flush()`` keeps the counts
+    for later on a Redis error, and anything else it raises (a cluster client's
+    own exceptions, a loop whose worker threads are shut down) is logged here.
+    """
     if counters.add(namespace, hit):
-        yield Offload(counters.flush)
+        try:
+            yield Offload(counters.flush)
+        except Exception:  # bookkeeping, never the request's outcome
+            logger.debug("drf_redis_toolkit: cache statistics not flushed", exc_info=True)
 
 
 def _serve(

@@ -349,13 +349,15 @@ class LocalCache:
     # -- lookups -----------------------------------------------------------------
 
     def get(
-        self, gen_key: str, entry_key: str, factor: float
+        self, gen_key: str, entry_key: str, factor: float, connect: bool = True
     ) -> tuple[tuple[int, bytes, int] | None, Ticket | None]:
         """A local hit ``(gen, raw, state)``, or ``None`` and the ticket of the Redis lookup.
 
         The ticket is ``None`` when the answer may not be stored (tracking down).
+        ``connect=False`` (on an event loop): never open the tracking connections
+        here, even if their wait ran out since the caller asked ``needs_connect()``.
         """
-        if not self._healthy:
+        if not self._healthy and connect:
             self._connect()
         with self._lock:
             if not self._drain():
@@ -514,7 +516,9 @@ class Get:
     async def arun(self) -> Any:
         if local_cache.needs_connect():  # opening sockets blocks: not on the loop
             return await asyncio.to_thread(self.run)
-        return self.run()  # draining reads only what is already there
+        # Draining reads only what Redis has already sent (docs/local-cache.md); if the
+        # wait before re-opening runs out meanwhile, the next lookup opens, in a thread.
+        return local_cache.get(self.gen_key, self.entry_key, self.factor, connect=False)
 
 
 class Put:

@@ -142,6 +142,18 @@ class RateLimitHeadersMiddleware(_BothWays):
         return response
 
 
+def _user_identity(request: HttpRequest) -> str | None:
+    """``"user:<pk>"`` for an authenticated ``request.user``, else ``None``.
+
+    Reading ``request.user`` may run database queries (Django's lazy user reads
+    the session and the user table), which must not run on an event loop: the
+    flow calls this as a step, in line when sync and in the ORM's thread on ASGI,
+    once per pass (one request object sent twice may carry another user).
+    """
+    user = getattr(request, "user", None)
+    return f"user:{user.pk}" if user is not None and user.is_authenticated else None
+
+
 class RateLimitMiddleware(_BothWays):
     """Apply ``RATELIMIT_RULES`` to every request, DRF view or not, answering 429 itself.
 
@@ -150,26 +162,24 @@ class RateLimitMiddleware(_BothWays):
     Sync and async capable: under ASGI the decisions use the loop's async client.
     """
 
-    def _identity(self, request: HttpRequest, rule: dict[str, Any]) -> str:
-        if rule["key"] == "user":
-            user = getattr(request, "user", None)
-            if user is not None and user.is_authenticated:
-                return f"user:{user.pk}"
-        return f"ip:{client_address(request)}"
-
     def _flow(self, request: HttpRequest) -> Flow[HttpResponse]:
         rules = toolkit_settings.RATELIMIT_RULES
         decisions: list[ratelimit.Decision] = []
         refused = False
+        user: str | None = None
+        user_read = False
         for rule in rules:
             if rule["methods"] is not None and request.method not in rule["methods"]:
                 continue
             if not rule["path"].search(request.path_info):
                 continue
+            if rule["key"] == "user" and not user_read:
+                user, user_read = (yield Call(_user_identity, request)), True
+            identity = user if rule["key"] == "user" else None
             question = ratelimit.ask(
                 ratelimit.LOG,
                 rule["scope"],
-                self._identity(request, rule),
+                identity or f"ip:{client_address(request)}",
                 rule["limits"],
                 record=not refused,
             )

@@ -13,6 +13,7 @@ from adrf.generics import GenericAPIView as AsyncGenericAPIView
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.http import HttpResponse
 from django.urls import path
 from rest_framework import permissions
 from rest_framework.response import Response
@@ -148,7 +149,13 @@ class AsyncTwoThrottles(AsyncAPIView):
         return Response({"ok": True})
 
 
+async def plain_async_view(request: Any) -> HttpResponse:
+    """A plain Django async view (no DRF): for the middleware under ASGI."""
+    return HttpResponse("ok")
+
+
 urlpatterns = [
+    path("async/plain/", plain_async_view),
     path("async/two-throttles/", AsyncTwoThrottles.as_view()),
     path("async/counted/", AsyncCounted.as_view()),
     path("async/user/", AsyncPerUser.as_view()),

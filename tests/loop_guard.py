@@ -3,8 +3,8 @@
 Such a call stalls every request on that loop for a round trip (or a timeout,
 when Redis hangs). The check asks the calling thread for its running loop, not
 for its ident: the OS hands a finished thread's ident to the next thread.
-Used by ``tests/test_async.py``'s fixture and by ``tests/asgi_app.py`` under
-uvicorn (``DRT_LOOP_GUARD=1``).
+Used by the ``no_sync_redis_on_the_loop`` fixture (conftest) and by
+``tests/asgi_app.py`` under uvicorn (``DRT_LOOP_GUARD=1``).
 """
 
 from __future__ import annotations
@@ -16,17 +16,32 @@ from typing import Any
 import redis
 import redis.client
 import redis.cluster
+import redis.connection
 
 #: What ``tests/asgi_app.py`` prints to stderr before each call it catches.
 REPORT = "sync Redis call on the event loop"
 
-#: (class, method, what a report calls it): every sync way a command reaches a socket.
+#: (class, method, what a report calls it): every sync way a command reaches a socket,
+#: from the client's methods down to a connection's own writes and reads (the toolkit
+#: sends scripts on a kept connection, past ``execute_command``).
 GUARDED = (
     (redis.Redis, "execute_command", "command"),
     (redis.cluster.RedisCluster, "execute_command", "command"),
     (redis.client.Pipeline, "execute", "pipeline"),
     (redis.cluster.ClusterPipeline, "execute", "pipeline"),
+    (redis.connection.AbstractConnection, "connect", "connect"),
+    (redis.connection.AbstractConnection, "send_packed_command", "send"),
+    (redis.connection.AbstractConnection, "read_response", "read"),
 )
+
+
+def _tracking_connections() -> set[int]:
+    """The LOCAL_CACHE tracking connections: a local hit on an event loop drains them
+    there by design (docs/local-cache.md, "On an event loop"): it reads only what
+    Redis has already sent, and writes a ``PING`` without waiting for its answer."""
+    from drf_redis_toolkit.local_cache import local_cache
+
+    return {id(tracker.connection) for tracker in local_cache._trackers}
 
 
 def guarded(
@@ -40,7 +55,8 @@ def guarded(
         except RuntimeError:
             pass
         else:
-            report(str(args[0]) if what == "command" and args else what)
+            if what not in ("send", "read") or id(self) not in _tracking_connections():
+                report(str(args[0]) if what == "command" and args else what)
         return real(self, *args, **kwargs)
 
     return call

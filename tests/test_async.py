@@ -452,3 +452,36 @@ def test_is_async_answers_for_bound_methods_per_function_and_stays_bounded():
         View.f, View.a = scope[f"f{i}"], scope[f"a{i}"]
         assert drivers.is_async(first.f) is False and drivers.is_async(first.a) is True
         assert len(drivers._ASYNC_FUNCTIONS) <= drivers._ASYNC_FUNCTIONS_MAX
+
+
+@pytest.mark.parametrize("way", ["async", "sync"])
+@pytest.mark.django_db
+def test_a_statistics_flush_that_fails_in_any_way_never_fails_the_request(
+    backend, settings, monkeypatch, way
+):
+    """Not only a Redis error: a cluster client's own exception (not a ``RedisError``)
+    once escaped the flow as a 500. The counts stay in the process for the next flush."""
+    import math
+
+    from django.test import Client
+    from redis.exceptions import RedisClusterException
+
+    from drf_redis_toolkit import cache_stats
+
+    def broken(name):
+        def call(**kwargs):
+            raise RedisClusterException(f"{name}: no node answers")
+
+        return call
+
+    monkeypatch.setattr(cache_stats, "get_script", broken)
+    monkeypatch.setattr(_counters, "interval", 0.0)
+    monkeypatch.setattr(_counters, "_due", -math.inf)
+    if way == "async":
+        responses = [get("/async/counted/"), get("/async/counted/")]
+    else:
+        settings.ROOT_URLCONF = "tests.caching_views"
+        responses = [Client().get("/widgets/"), Client().get("/widgets/")]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert [r["X-Cache"] for r in responses] == ["MISS", "HIT"]
+    assert list(_counters._pending.values()) == [[1, 1]], _counters._pending  # one namespace

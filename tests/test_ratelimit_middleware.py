@@ -81,6 +81,45 @@ def test_a_user_keyed_rule_counts_per_user_and_per_ip_for_anonymous(backend, set
     assert _remaining("orders", "ip:10.2.2.2", "2/min") == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_user_keyed_rule_under_asgi_reads_the_session_user_off_the_loop(backend, settings):
+    """Django's own chain (sessions, auth) under ASGI: ``request.user`` is lazy, and
+    reading it on the event loop raised SynchronousOnlyOperation (a 500 per request)."""
+    from django.contrib.auth.models import User
+    from django.test import AsyncClient
+
+    rules = [{"path": r"^/async/plain/$", "rate": "2/min", "key": "user", "scope": "plain"}]
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules}
+    settings.ROOT_URLCONF = "tests.async_views"
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "drf_redis_toolkit.middleware.RateLimitMiddleware"]
+    ann = User.objects.create_user("ann-mw", password="pw")
+    client = AsyncClient(raise_request_exception=True)
+    client.force_login(ann)
+    codes = [async_to_sync(client.get)("/async/plain/").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert _remaining("plain", f"user:{ann.pk}", "2/min") == 0
+    # Logged out, the same client is an address: a budget of its own.
+    client.logout()
+    assert async_to_sync(client.get)("/async/plain/").status_code == 200
+    assert _remaining("plain", "ip:127.0.0.1", "2/min") == 1
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_one_request_object_sent_twice_with_another_user_counts_each_pass_for_its_user(
+    backend, settings, way
+):
+    """The user is read once per pass, never kept on the request between passes."""
+    rules = [{"path": r"^/api/orders/$", "rate": "5/min", "key": "user", "scope": "orders"}]
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules}
+    middleware = _middleware(way)
+    request = _post("/api/orders/", _user(1))
+    assert middleware(request).status_code == 200
+    request.user = _user(2)
+    assert middleware(request).status_code == 200
+    assert _remaining("orders", "user:1", "5/min") == 4
+    assert _remaining("orders", "user:2", "5/min") == 4
+
+
 @pytest.mark.parametrize("way", ["sync", "async"])
 @pytest.mark.parametrize("order", ["broad-first", "narrow-first"])
 def test_a_request_refused_by_one_rule_is_not_counted_by_another(backend, settings, order, way):
