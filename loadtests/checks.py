@@ -483,8 +483,13 @@ def verdict(
     over_admission: int,
     early_refusals: int,
     checked: dict[str, int],
+    shared_names: list[str] | None = None,
 ) -> list[str]:
-    """Why the run failed (an empty list means it passed)."""
+    """Why the run failed (an empty list means it passed).
+
+    ``shared_names``: request names sent by browsers and by other users
+    (``locustfile.browse_stats``); the browse mix's figures would count both.
+    """
     reasons = []
     if locust_exit is None:
         reasons.append("locust did not exit by itself (stopped after overrunning)")
@@ -506,4 +511,6 @@ def verdict(
     never = [kind for kind in required_checks(mode) if not checked.get(kind)]
     if never:
         reasons.append(f"checks that never ran: {never}")
+    if shared_names:
+        reasons.append(f"request names sent by browsers and other users: {shared_names}")
     return reasons

@@ -558,9 +558,8 @@ def summarize(
         over_admission=over_total,
         early_refusals=len(early),
         checked=checked,
+        shared_names=browse["shared_names"],
     )
-    if browse["shared_names"]:
-        reasons.append(f"request names sent by browsers and other users: {browse['shared_names']}")
     return {
         "mode": mode,
         "users": users,
@@ -583,6 +582,7 @@ def summarize(
             "requests_per_s": round(browse["requests"] / elapsed, 1),
             "p50_ms": browse["p50_ms"],
             "p95_ms": browse["p95_ms"],
+            "shared_names": browse["shared_names"],
         },
         "endpoints": endpoints,
         "cache_hit_rate": {"server": families, "client": client_hits},

@@ -440,6 +440,22 @@ def test_popular_products_count_cache_hits_too(real_shop, catalog):
     assert "X-Cache" not in get(anyone, "/api/products/popular/")
 
 
+def test_a_product_that_does_not_exist_is_never_counted_as_viewed(real_shop, catalog):
+    """Any id in the URL used to be counted before the answer: requests for missing
+    ids grew the day's ranking without end (and could crowd real products out)."""
+    anyone = APIClient()
+    missing = max(p.pk for p in catalog.products) + 1000
+    assert anyone.get(f"/api/products/{missing}/").status_code == 404
+    get(anyone, detail(catalog.products[0]))
+    ranking = get(anyone, "/api/products/popular/").json()
+    assert [row["id"] for row in ranking] == [catalog.products[0].pk]
+    raw = real_shop.raw
+    members = [
+        m for key in raw.scan_iter(match=b"*:popular:{pv}:*") for m in raw.zrange(key, 0, -1)
+    ]
+    assert members == [str(catalog.products[0].pk).encode()]
+
+
 # -- seed_demo ---------------------------------------------------------------------------------
 
 

@@ -84,6 +84,48 @@ def test_the_best_step_is_the_fastest_within_the_latency_bound():
     assert saturate.best([_step(8, 300, 101)]) is None
 
 
+def test_a_failed_step_never_sets_the_ratio_however_fast():
+    # Errors answered fast: a low p95 and many requests/s, and a wrong run.
+    steps = [_step(8, 300, 40), _step(16, 900, 20, ok=False)]
+    assert saturate.best(steps) is steps[0]
+    assert saturate.best(steps, saturate.ALL) is steps[0]
+    assert saturate.best([_step(8, 900, 20, ok=False)]) is None
+
+
+def _summary(shared_names: list[str]) -> dict:
+    """One step's summary as ``loadtests/run.py`` writes it, every check passed."""
+    return {
+        "mode": "toolkit", "locust_exit": 0, "requests": 1000, "errors": 0,
+        "violations": {}, "over_admission": 0, "early_refusals": 0, "users": 8,
+        "requests_per_s": 50.0, "p50_ms": 10, "p95_ms": 30, "stale_reads": 0,
+        "checked": dict.fromkeys(REQUIRED_CHECKS, 1),
+        "browse": {"requests_per_s": 40.0, "shared_names": shared_names},
+    }  # fmt: skip
+
+
+def test_a_step_whose_browsers_share_a_request_name_fails():
+    """The browse mix counts the browsers' request names: one shared with the shoppers
+    would count their requests too. The step fails, and with it the run."""
+    assert saturate.step_record(_summary([]))["ok"]
+    record = saturate.step_record(_summary(["/api/products/ [list]"]))
+    assert not record["ok"]
+    assert record["failed_because"] == [
+        "request names sent by browsers and other users: ['/api/products/ [list]']"
+    ]
+    report = {"modes": {"toolkit": {"steps": [record], "best": saturate.best([record])}}}
+    assert any("request names" in r for r in saturate.verdict(report))
+
+
+def test_a_ratio_without_a_passed_step_reads_not_measurable():
+    report = {
+        "step_s": 20, "pinned": "no", "failed_because": [],
+        "modes": {"toolkit": {"steps": [], "best": None}, "baseline": {"steps": [], "best": None}},
+        "ratios": {"toolkit": None}, "ratios_all": {"toolkit": None},
+    }  # fmt: skip
+    text = saturate.describe(report)
+    assert "not measurable" in text and "not met" not in text
+
+
 def test_the_best_step_is_judged_on_the_browse_mix_or_on_every_request():
     # The paced users' share shrinks as the server slows down: the two can disagree.
     steps = [_step(8, 300, 40, others=60), _step(16, 310, 60, others=20)]
@@ -121,7 +163,7 @@ def test_every_kind_of_check_must_run_in_some_step_of_a_configuration():
 def test_no_step_within_the_bound_fails_the_configuration():
     steps = [_step(8, 300, 150)]
     reasons = saturate.verdict({"modes": {"baseline": {"steps": steps, "best": None}}})
-    assert reasons == ["baseline: no step kept p95 <= 100 ms"]
+    assert reasons == ["baseline: no passed step kept p95 <= 100 ms"]
 
 
 def test_cpu_accounting_sees_a_child_and_its_work():

@@ -68,13 +68,19 @@ class ProductViewSet(ResponseCacheSwitch, ProductCacheMixin, viewsets.ModelViewS
                 queryset = queryset.filter(category_id=category)
         return queryset
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        if self.action == "retrieve":
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """Count a product view once it is answered (a cache hit and a 304 included).
+
+        Only a found product is counted: a view of any id counted before the answer
+        let requests for ids that do not exist grow the day's ranking without end.
+        """
+        response = super().dispatch(request, *args, **kwargs)
+        if getattr(self, "action", None) == "retrieve" and response.status_code in (200, 304):
             try:
                 redis_client.track_product_view(self.kwargs[self.lookup_url_kwarg or "pk"])
             except RedisUnavailable:
                 pass  # popularity is best effort
+        return response
 
     def get_cache_key(self, request: Request) -> str | None:
         if self.action == "popular":
