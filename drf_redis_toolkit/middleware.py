@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.functional import LazyObject, empty
 
 from drf_redis_toolkit import ratelimit, signals
 from drf_redis_toolkit.conf import toolkit_settings
@@ -142,6 +143,13 @@ class RateLimitHeadersMiddleware(_BothWays):
         return response
 
 
+def _user_unread(request: HttpRequest) -> bool:
+    """Whether reading ``request.user`` may still run queries: Django's lazy user not
+    yet read. Absent, or already read (or set by hand), it costs nothing to read."""
+    user = request.__dict__.get("user")
+    return isinstance(user, LazyObject) and user._wrapped is empty
+
+
 def _user_identity(request: HttpRequest) -> str | None:
     """``"user:<pk>"`` for an authenticated ``request.user``, else ``None``.
 
@@ -174,7 +182,11 @@ class RateLimitMiddleware(_BothWays):
             if not rule["path"].search(request.path_info):
                 continue
             if rule["key"] == "user" and not user_read:
-                user, user_read = (yield Call(_user_identity, request)), True
+                if _user_unread(request):  # a step: in the ORM's thread on ASGI
+                    user = yield Call(_user_identity, request)
+                else:
+                    user = _user_identity(request)
+                user_read = True
             identity = user if rule["key"] == "user" else None
             question = ratelimit.ask(
                 ratelimit.LOG,

@@ -10,6 +10,7 @@ Used by the ``no_sync_redis_on_the_loop`` fixture (conftest) and by
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,13 +36,21 @@ GUARDED = (
 )
 
 
-def _tracking_connections() -> set[int]:
-    """The LOCAL_CACHE tracking connections: a local hit on an event loop drains them
-    there by design (docs/local-cache.md, "On an event loop"): it reads only what
-    Redis has already sent, and writes a ``PING`` without waiting for its answer."""
-    from drf_redis_toolkit.local_cache import local_cache
+def _in_tracking_drain() -> bool:
+    """Whether the call comes from ``NodeTracker.drain``: a LOCAL_CACHE local hit on an
+    event loop drains the tracking connections there by design (docs/local-cache.md,
+    "On an event loop"). ``drain`` reads only while ``can_read(timeout=0)`` says a
+    reply has arrived, and sends its heartbeat without waiting for the answer. Any
+    other call on those connections, a blocking round trip included, is reported."""
+    from drf_redis_toolkit.tracking import NodeTracker
 
-    return {id(tracker.connection) for tracker in local_cache._trackers}
+    drain = NodeTracker.drain.__code__
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is drain:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def guarded(
@@ -55,7 +64,7 @@ def guarded(
         except RuntimeError:
             pass
         else:
-            if what not in ("send", "read") or id(self) not in _tracking_connections():
+            if what not in ("send", "read") or not _in_tracking_drain():
                 report(str(args[0]) if what == "command" and args else what)
         return real(self, *args, **kwargs)
 

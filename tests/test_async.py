@@ -485,3 +485,38 @@ def test_a_statistics_flush_that_fails_in_any_way_never_fails_the_request(
     assert [r.status_code for r in responses] == [200, 200]
     assert [r["X-Cache"] for r in responses] == ["MISS", "HIT"]
     assert list(_counters._pending.values()) == [[1, 1]], _counters._pending  # one namespace
+
+
+@pytest.mark.parametrize("way", ["async", "sync"])
+@pytest.mark.django_db
+def test_a_flush_step_that_cannot_run_never_fails_the_request(backend, settings, monkeypatch, way):
+    """The step itself failing (``asyncio.to_thread`` on a loop whose default executor
+    is shut down raises ``RuntimeError``) is caught around the step, not only inside
+    ``flush()``: the request is answered, and the counts wait for the next flush."""
+    import math
+
+    from django.test import Client
+
+    from drf_redis_toolkit import caching
+
+    class Unrunnable:
+        def __init__(self, func):
+            self.func = func
+
+        def run(self):
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+        async def arun(self):
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(caching, "Offload", Unrunnable)
+    monkeypatch.setattr(_counters, "interval", 0.0)
+    monkeypatch.setattr(_counters, "_due", -math.inf)
+    if way == "async":
+        responses = [get("/async/counted/"), get("/async/counted/")]
+    else:
+        settings.ROOT_URLCONF = "tests.caching_views"
+        responses = [Client().get("/widgets/"), Client().get("/widgets/")]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert [r["X-Cache"] for r in responses] == ["MISS", "HIT"]
+    assert list(_counters._pending.values()) == [[1, 1]], _counters._pending

@@ -105,8 +105,10 @@ def server(request, transactional_db) -> Iterator[Server]:
     try:
         yield started
     finally:
-        started.stop()
-        chosen.raw.close()
+        try:
+            started.stop()
+        finally:
+            chosen.raw.close()
 
 
 def gather(server: Server, calls) -> list[httpx.Response]:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import redis
 
 from tests import loop_guard
 
@@ -43,6 +46,67 @@ def test_the_loop_guard_sees_every_sync_way_to_redis_made_on_a_loop(real_backend
     before = len(reports)
     plain_get()  # off the loop: nothing reported
     assert reports[before:] == []
+
+    def fresh_connection():
+        client = redis.Redis.from_url(real_backend.settings["REDIS_URL"])
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    before = len(reports)
+    asyncio.run(on_the_loop(fresh_connection))
+    assert {"connect", "PING"} <= set(reports[before:]), reports[before:]
+
+
+def test_only_the_tracking_drain_is_exempt(real_backend, monkeypatch):
+    """The one exemption is ``NodeTracker.drain`` (it reads what has arrived, and does
+    not wait for its heartbeat's answer). The same sends and reads made by any other
+    code on the loop, a full round trip, are reported."""
+    from drf_redis_toolkit.tracking import NodeTracker
+
+    client = redis.Redis.from_url(real_backend.settings["REDIS_URL"])
+    connection = client.connection_pool.get_connection("PING")
+    reports: list[str] = []
+    loop_guard.install(reports.append, monkeypatch.setattr)
+
+    async def round_trip():
+        connection.send_command("PING")
+        return connection.read_response()
+
+    assert asyncio.run(round_trip()) == b"PONG"
+    assert {"send", "read"} <= set(reports), reports
+
+    class Tracker:  # what drain needs of a tracker; its code object is drain's own
+        ping_sent = None
+        last_proof = 0.0
+        probe = None
+        failure = None
+        _poll = None
+
+        def __init__(self):
+            self.connection = connection
+
+        def _quiet(self):
+            return False
+
+        def _watch(self):
+            pass
+
+    del reports[:]
+
+    async def drain():
+        NodeTracker.drain(Tracker(), heartbeat=0.0, patience=10.0)  # sends a PING
+        deadline = time.monotonic() + 5
+        while not connection.can_read(timeout=0):  # the PONG has arrived
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        return NodeTracker.drain(Tracker(), heartbeat=1e9, patience=10.0)
+
+    assert asyncio.run(drain()) == 1  # the PONG, read inside drain
+    assert reports == []
+    client.connection_pool.release(connection)
+    client.close()
 
 
 def test_a_local_lookup_on_the_loop_never_opens_tracking_even_when_the_wait_runs_out(

@@ -104,6 +104,34 @@ def test_a_user_keyed_rule_under_asgi_reads_the_session_user_off_the_loop(backen
     assert _remaining("plain", "ip:127.0.0.1", "2/min") == 1
 
 
+def test_a_user_already_read_costs_no_thread_hop_on_asgi(backend, settings, monkeypatch):
+    """Only Django's lazy user, not yet read, is read in the ORM's thread: a user set
+    by hand (or read already) is read on the loop, where it runs no query."""
+    from django.utils.functional import SimpleLazyObject
+
+    from drf_redis_toolkit import drivers, middleware
+
+    rules = [{"path": r"^/api/orders/$", "rate": "5/min", "key": "user", "scope": "orders"}]
+    settings.DRF_REDIS_TOOLKIT = {**backend.settings, "RATELIMIT_RULES": rules}
+    hops: list[object] = []
+    real = drivers.sync_to_async
+
+    def recording(func, *args, **kwargs):
+        hops.append(func)
+        return real(func, *args, **kwargs)
+
+    monkeypatch.setattr(drivers, "sync_to_async", recording)
+    chain = _middleware("async")
+    assert chain(_post("/api/orders/", _user(7))).status_code == 200
+    assert hops == []
+    lazy = _post("/api/orders/")
+    lazy.user = SimpleLazyObject(lambda: _user(8))  # what AuthenticationMiddleware sets
+    assert chain(lazy).status_code == 200
+    assert hops == [middleware._user_identity]
+    assert _remaining("orders", "user:7", "5/min") == 4
+    assert _remaining("orders", "user:8", "5/min") == 4
+
+
 @pytest.mark.parametrize("way", ["sync", "async"])
 def test_one_request_object_sent_twice_with_another_user_counts_each_pass_for_its_user(
     backend, settings, way

@@ -77,7 +77,9 @@ class ProductViewSet(ResponseCacheSwitch, ProductCacheMixin, viewsets.ModelViewS
         response = super().dispatch(request, *args, **kwargs)
         if getattr(self, "action", None) == "retrieve" and response.status_code in (200, 304):
             try:
-                redis_client.track_product_view(self.kwargs[self.lookup_url_kwarg or "pk"])
+                # The id as a number: ``/01/`` and ``/1/`` find the same product, and
+                # counting the URL's spelling would rank it once per spelling.
+                redis_client.track_product_view(int(self.kwargs[self.lookup_url_kwarg or "pk"]))
             except RedisUnavailable:
                 pass  # popularity is best effort
         return response
