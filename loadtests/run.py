@@ -593,6 +593,8 @@ def summarize(
             "admitted": abuse.get("admitted", 0),
             "throttled": abuse.get("throttled", 0),
             "over_admission": over,
+            # Judged on the wall clock (Redis's TIME); how far it moved against monotonic.
+            "wall_vs_monotonic_ms": abuse.get("wall_vs_monotonic_ms"),
         },
         "checked": checked,
         "violations": violations,
@@ -642,7 +644,8 @@ def describe(summary: dict[str, Any]) -> str:
     )
     lines.append(
         f"  abuser at {abuse['rate']}: {abuse['admitted']} admitted, {abuse['throttled']} "
-        f"refused; {over}"
+        f"refused; {over} (on the wall clock, which moved "
+        f"{abuse.get('wall_vs_monotonic_ms')} ms against the monotonic one)"
     )
     lines.append(f"  checked: {summary['checked']}")
     lines.append(
