@@ -898,8 +898,8 @@ def _count(namespace: str, hit: bool) -> Flow[None]:
     """Count a hit or a miss; when the counts are due, flush them as a step of the flow.
 
     Statistics never fail the request they ride on: ``flush()`` keeps the counts
-    for later on a Redis error, and anything else it raises (a cluster client's
-    own exceptions, a loop whose worker threads are shut down) is logged here.
+    for later whatever its call to Redis raises, and the step failing to run at all
+    (a loop whose worker threads are shut down) is logged here.
     """
     if counters.add(namespace, hit):
         try:

@@ -157,7 +157,7 @@ class Reply:
         started: float,
         ended: float,
         payload: Any,
-        wall: tuple[float, float] = (0.0, 0.0),
+        wall: tuple[float, float],
     ):
         self.status, self.body, self.headers = status, body, headers
         self.started, self.ended, self.payload = started, ended, payload

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 
 from drf_redis_toolkit import connection
 from drf_redis_toolkit.cache_stats import counters as _counters
@@ -33,6 +34,20 @@ def _urls(settings):
 
 def get(path: str, **headers: str):
     return async_to_sync(AsyncClient().get)(path, headers=headers)
+
+
+def flush_due_on_every_count(monkeypatch) -> None:
+    """The hit/miss counters find their flush due on every count, not every 5 s."""
+    monkeypatch.setattr(_counters, "interval", 0.0)
+    monkeypatch.setattr(_counters, "_due", -math.inf)
+
+
+def miss_then_hit(settings, way: str) -> list:
+    """Two requests to one cached view, on an async view or a sync one."""
+    if way == "async":
+        return [get("/async/counted/"), get("/async/counted/")]
+    settings.ROOT_URLCONF = "tests.caching_views"
+    return [Client().get("/widgets/"), Client().get("/widgets/")]
 
 
 def entry_keys(backend) -> list[bytes]:
@@ -275,12 +290,9 @@ def test_a_due_statistics_flush_on_an_async_view_runs_off_the_loop_and_reaches_r
     """The hit/miss counters flush every few seconds from whichever request finds
     them due: on an async view that request's flush runs in a worker thread (it once
     ran the sync client on the event loop, one request in a few seconds' worth)."""
-    import math
-
     from drf_redis_toolkit.cache_stats import namespace_stats
 
-    monkeypatch.setattr(_counters, "interval", 0.0)  # every count finds the flush due
-    monkeypatch.setattr(_counters, "_due", -math.inf)
+    flush_due_on_every_count(monkeypatch)
     first, second = get("/async/counted/"), get("/async/counted/")
     assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
     assert _counters._pending == {}  # both counts left the process
@@ -461,9 +473,6 @@ def test_a_statistics_flush_that_fails_in_any_way_never_fails_the_request(
 ):
     """Not only a Redis error: a cluster client's own exception (not a ``RedisError``)
     once escaped the flow as a 500. The counts stay in the process for the next flush."""
-    import math
-
-    from django.test import Client
     from redis.exceptions import RedisClusterException
 
     from drf_redis_toolkit import cache_stats
@@ -475,13 +484,8 @@ def test_a_statistics_flush_that_fails_in_any_way_never_fails_the_request(
         return call
 
     monkeypatch.setattr(cache_stats, "get_script", broken)
-    monkeypatch.setattr(_counters, "interval", 0.0)
-    monkeypatch.setattr(_counters, "_due", -math.inf)
-    if way == "async":
-        responses = [get("/async/counted/"), get("/async/counted/")]
-    else:
-        settings.ROOT_URLCONF = "tests.caching_views"
-        responses = [Client().get("/widgets/"), Client().get("/widgets/")]
+    flush_due_on_every_count(monkeypatch)
+    responses = miss_then_hit(settings, way)
     assert [r.status_code for r in responses] == [200, 200]
     assert [r["X-Cache"] for r in responses] == ["MISS", "HIT"]
     assert list(_counters._pending.values()) == [[1, 1]], _counters._pending  # one namespace
@@ -493,10 +497,6 @@ def test_a_flush_step_that_cannot_run_never_fails_the_request(backend, settings,
     """The step itself failing (``asyncio.to_thread`` on a loop whose default executor
     is shut down raises ``RuntimeError``) is caught around the step, not only inside
     ``flush()``: the request is answered, and the counts wait for the next flush."""
-    import math
-
-    from django.test import Client
-
     from drf_redis_toolkit import caching
 
     class Unrunnable:
@@ -510,13 +510,8 @@ def test_a_flush_step_that_cannot_run_never_fails_the_request(backend, settings,
             raise RuntimeError("cannot schedule new futures after shutdown")
 
     monkeypatch.setattr(caching, "Offload", Unrunnable)
-    monkeypatch.setattr(_counters, "interval", 0.0)
-    monkeypatch.setattr(_counters, "_due", -math.inf)
-    if way == "async":
-        responses = [get("/async/counted/"), get("/async/counted/")]
-    else:
-        settings.ROOT_URLCONF = "tests.caching_views"
-        responses = [Client().get("/widgets/"), Client().get("/widgets/")]
+    flush_due_on_every_count(monkeypatch)
+    responses = miss_then_hit(settings, way)
     assert [r.status_code for r in responses] == [200, 200]
     assert [r["X-Cache"] for r in responses] == ["MISS", "HIT"]
     assert list(_counters._pending.values()) == [[1, 1]], _counters._pending
